@@ -1,0 +1,131 @@
+//! Who may write to which webhook route: the vendors' secrets and the check dispatch.
+//!
+//! A vendor without its secret is disabled (its route answers 404) unless
+//! `--insecure-skip-signatures` is set, which is refused nowhere but logged loudly at every start.
+
+use axum::http::HeaderMap;
+
+use super::error::IngressError;
+use crate::event::Vendor;
+use crate::secret::{Secret, load_secret};
+use crate::vendors::signature::{SignatureError, VerifyContext};
+use crate::vendors::{oura, terra, whoop};
+
+/// The secrets the ingress verifies with (environment or `*_FILE`).
+#[derive(Debug, Clone, Default)]
+pub struct VendorSecrets {
+    pub terra: Option<Secret>,
+    pub oura: Option<Secret>,
+    pub whoop: Option<Secret>,
+    /// Oura's subscription handshake token.
+    pub oura_verification_token: Option<Secret>,
+}
+
+impl VendorSecrets {
+    pub fn load() -> anyhow::Result<VendorSecrets> {
+        Ok(VendorSecrets {
+            terra: load_secret("TERRA_SIGNING_SECRET")?,
+            oura: load_secret("OURA_CLIENT_SECRET")?,
+            whoop: load_secret("WHOOP_CLIENT_SECRET")?,
+            oura_verification_token: load_secret("OURA_VERIFICATION_TOKEN")?,
+        })
+    }
+}
+
+/// How the ingress authenticates each vendor.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    secrets: VendorSecrets,
+    tolerance_secs: u64,
+    insecure: bool,
+    apple_enabled: bool,
+}
+
+impl Authenticator {
+    pub fn new(secrets: VendorSecrets, tolerance_secs: u64, insecure: bool, apple_enabled: bool) -> Self {
+        Authenticator { secrets, tolerance_secs, insecure, apple_enabled }
+    }
+
+    fn secret(&self, vendor: Vendor) -> Option<&Secret> {
+        match vendor {
+            Vendor::Terra => self.secrets.terra.as_ref(),
+            Vendor::Oura => self.secrets.oura.as_ref(),
+            Vendor::Whoop => self.secrets.whoop.as_ref(),
+            Vendor::AppleHealth => None,
+        }
+    }
+
+    /// Whether the vendor's route is served.
+    pub fn enabled(&self, vendor: Vendor) -> bool {
+        match vendor {
+            Vendor::AppleHealth => self.apple_enabled,
+            _ => self.insecure || self.secret(vendor).is_some(),
+        }
+    }
+
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// Logs, once at start, which vendors are served and why the others are not.
+    pub fn log_startup(&self) {
+        if self.insecure {
+            tracing::warn!("--insecure-skip-signatures is set: webhook signatures are NOT verified. Never run this in production.");
+        }
+        for vendor in Vendor::ALL {
+            let enabled = self.enabled(vendor);
+            let reason = match (vendor, enabled) {
+                (Vendor::AppleHealth, true) => "bearer tokens from PostgreSQL",
+                (Vendor::AppleHealth, false) => "disabled",
+                (_, true) if self.secret(vendor).is_some() => "signature verified",
+                (_, true) => "INSECURE: signature not verified",
+                (Vendor::Terra, false) => "disabled: TERRA_SIGNING_SECRET is not set",
+                (Vendor::Oura, false) => "disabled: OURA_CLIENT_SECRET is not set",
+                (Vendor::Whoop, false) => "disabled: WHOOP_CLIENT_SECRET is not set",
+            };
+            if enabled {
+                tracing::info!(vendor = vendor.slug(), route = format!("/webhooks/{}", vendor.slug()), mode = reason, "Webhook route enabled.");
+            } else {
+                tracing::warn!(vendor = vendor.slug(), reason, "Webhook route disabled (answers 404).");
+            }
+        }
+    }
+
+    /// Checks a signed vendor's request over the raw body. Apple Health is authenticated by
+    /// bearer token elsewhere.
+    pub fn verify(&self, vendor: Vendor, headers: &HeaderMap, body: &[u8]) -> Result<(), IngressError> {
+        let Some(secret) = self.secret(vendor) else {
+            return if self.insecure { Ok(()) } else { Err(IngressError::VendorDisabled(vendor.slug())) };
+        };
+        let ctx = VerifyContext {
+            secret: secret.expose().as_bytes(),
+            now_unix_secs: chrono::Utc::now().timestamp(),
+            tolerance_secs: self.tolerance_secs,
+        };
+        let result: Result<(), SignatureError> = match vendor {
+            Vendor::Terra => terra::verify_signature(headers, body, &ctx),
+            Vendor::Oura => oura::verify_signature(headers, body, &ctx),
+            Vendor::Whoop => whoop::verify_signature(headers, body, &ctx),
+            Vendor::AppleHealth => Ok(()),
+        };
+        result.map_err(IngressError::from)
+    }
+
+    /// Oura's subscription handshake: the `verification_token` query parameter must match.
+    pub fn verify_oura_handshake(&self, token: Option<&str>) -> Result<(), IngressError> {
+        let expected = self.secrets.oura_verification_token.as_ref().ok_or(IngressError::VerificationFailed)?;
+        let given = token.ok_or(IngressError::VerificationFailed)?;
+        let equal: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.expose().as_bytes()).into();
+        if equal { Ok(()) } else { Err(IngressError::VerificationFailed) }
+    }
+
+    /// The header names whose values are copied to Kafka for audit.
+    pub fn signature_headers(vendor: Vendor) -> &'static [&'static str] {
+        match vendor {
+            Vendor::Terra => terra::SIGNATURE_HEADERS,
+            Vendor::Oura => oura::SIGNATURE_HEADERS,
+            Vendor::Whoop => whoop::SIGNATURE_HEADERS,
+            Vendor::AppleHealth => &[],
+        }
+    }
+}

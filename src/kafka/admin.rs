@@ -1,0 +1,104 @@
+//! `topics create`: creates every topic the topology needs and checks the ones that exist.
+//!
+//! Idempotent: an existing topic is not an error, but an existing topic that differs from the
+//! topology (partition count, replication, a topic config) is reported as drift and the command
+//! fails, because a wrong partition count silently breaks co-partitioning of state, and a changelog
+//! without `cleanup.policy=compact` grows forever.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::KafkaArgs;
+use crate::topology::TopicSpec;
+
+/// What `ensure_topics` found or did for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicStatus {
+    Created,
+    Exists,
+    /// Exists but differs; each string says how.
+    Drift(Vec<String>),
+}
+
+pub fn admin_client(kafka: &KafkaArgs) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    Ok(kafka.config_with(&[]).create()?)
+}
+
+/// Creates missing topics, then checks every topic against its spec.
+pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::Result<Vec<(String, TopicStatus)>> {
+    let admin = admin_client(kafka)?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| {
+            topic.configs.iter().fold(
+                NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(topic.replication_factor)),
+                |new, (key, value)| new.set(key, value),
+            )
+        })
+        .collect();
+    let results = admin.create_topics(new_topics.iter(), &options).await?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("could not create topic {name}: {code}"),
+        }
+    }
+
+    let mut report = Vec::new();
+    for topic in topics {
+        let drift = check_topic(&admin, topic).await?;
+        let status = if !drift.is_empty() {
+            TopicStatus::Drift(drift)
+        } else if created.contains(&topic.name) {
+            TopicStatus::Created
+        } else {
+            TopicStatus::Exists
+        };
+        report.push((topic.name.clone(), status));
+    }
+    Ok(report)
+}
+
+/// Differences between the topic on the broker and its spec.
+async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec) -> anyhow::Result<Vec<String>> {
+    let mut drift = Vec::new();
+    let metadata = admin.inner().fetch_metadata(Some(&spec.name), Duration::from_secs(10))?;
+    let Some(topic) = metadata.topics().iter().find(|t| t.name() == spec.name) else {
+        anyhow::bail!("topic {} is not in the broker's metadata", spec.name);
+    };
+    if let Some(error) = topic.error() {
+        anyhow::bail!("topic {}: {:?}", spec.name, RDKafkaErrorCode::from(error));
+    }
+    let partitions = topic.partitions().len() as i32;
+    if partitions != spec.partitions {
+        drift.push(format!("has {partitions} partitions, the topology says {}", spec.partitions));
+    }
+    if let Some(replicas) = topic.partitions().first().map(|p| p.replicas().len() as i32) {
+        if replicas != spec.replication_factor {
+            drift.push(format!("has replication factor {replicas}, the topology says {}", spec.replication_factor));
+        }
+    }
+
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin.describe_configs([&ResourceSpecifier::Topic(&spec.name)], &options).await?;
+    let actual: BTreeMap<String, Option<String>> = match described.into_iter().next() {
+        Some(Ok(resource)) => resource.entries.into_iter().map(|entry| (entry.name, entry.value)).collect(),
+        Some(Err(code)) => anyhow::bail!("describe configs of {}: {code}", spec.name),
+        None => BTreeMap::new(),
+    };
+    for (key, wanted) in &spec.configs {
+        let found = actual.get(key).cloned().flatten();
+        if found.as_deref() != Some(wanted.as_str()) {
+            drift.push(format!("{key} is {}, the topology says {wanted}", found.as_deref().unwrap_or("unset")));
+        }
+    }
+    Ok(drift)
+}

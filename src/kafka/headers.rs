@@ -1,0 +1,70 @@
+//! Kafka header names: the contract between the ingress, the processor and downstream consumers
+//! (documented in the README's "Topics and headers" section). Values are UTF-8 strings.
+
+use rdkafka::message::{Headers, OwnedHeaders};
+
+// ---- on raw-webhooks (written by the ingress) ----
+/// Vendor slug: `terra`, `oura`, `whoop`, `apple-health`.
+pub const VENDOR: &str = "vendor";
+/// When the ingress received the request, ms since the epoch (UTC).
+pub const RECEIVED_AT: &str = "received-at";
+/// The vendor's delivery id (Terra `x-terra-trace-id`, WHOOP `trace_id`) or sha256 of the body.
+pub const DELIVERY_ID: &str = "delivery-id";
+/// The request's content type.
+pub const CONTENT_TYPE: &str = "content-type";
+/// W3C trace id (32 hex), from the caller's `traceparent` or minted by the ingress.
+pub const TRACE_ID: &str = "trace-id";
+/// The vendor's user id when the ingress knows it from authentication (Apple Health tokens).
+pub const VENDOR_USER_ID: &str = "vendor-user-id";
+
+// ---- on output events ----
+/// `NORMAL`, `LOW`, `MEDIUM`, `HIGH`, `CRITICAL`: route without decoding Avro.
+pub const PRIORITY: &str = "priority";
+/// The event kind (`SLEEP`, `HRV`, ...).
+pub const EVENT_TYPE: &str = "event-type";
+/// Our user id (also the record key).
+pub const USER_ID: &str = "user-id";
+/// The event's deterministic id.
+pub const EVENT_ID: &str = "event-id";
+
+// ---- on dead letters ----
+pub const ERROR_CLASS: &str = "error-class";
+pub const ERROR_MESSAGE: &str = "error-message";
+pub const SOURCE_TOPIC: &str = "source-topic";
+pub const SOURCE_PARTITION: &str = "source-partition";
+pub const SOURCE_OFFSET: &str = "source-offset";
+/// On a replayed record: `<dlq topic>/<partition>/<offset>` it was replayed from.
+pub const REPLAYED_FROM: &str = "replayed-from";
+
+// ---- on pending fetches ----
+/// The vendor API path to GET for the notified record.
+pub const FETCH_PATH: &str = "fetch-path";
+/// The vendor data type of the notified record.
+pub const FETCH_DATA_TYPE: &str = "fetch-data-type";
+
+/// The value of header `name` as UTF-8, if present.
+pub fn get<'a>(headers: Option<&'a rdkafka::message::BorrowedHeaders>, name: &str) -> Option<&'a str> {
+    let headers = headers?;
+    headers
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+/// Copies every header of `from` into a new set, for records forwarded unchanged (DLQ,
+/// pending-fetch, repartition).
+pub fn copy(from: Option<&rdkafka::message::BorrowedHeaders>) -> OwnedHeaders {
+    let mut owned = OwnedHeaders::new();
+    if let Some(from) = from {
+        for header in from.iter() {
+            owned = owned.insert(rdkafka::message::Header { key: header.key, value: header.value });
+        }
+    }
+    owned
+}
+
+/// Adds a string header.
+pub fn with(headers: OwnedHeaders, name: &str, value: &str) -> OwnedHeaders {
+    headers.insert(rdkafka::message::Header { key: name, value: Some(value) })
+}

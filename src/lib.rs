@@ -1,0 +1,35 @@
+//! biometric-bridge: wearable-vendor webhooks in, clean exactly-once Kafka event streams out.
+//!
+//! Layout (one binary, `biometric-bridge`, with subcommands; see `main.rs`):
+//!
+//! - `ingress/`: the thin HTTP service — verify each vendor's signature over the raw bytes, write
+//!   them unchanged to `raw-webhooks`, answer 2xx once the broker acknowledged.
+//! - `vendors/`: one module per vendor holding its signature check, key extraction and
+//!   normalization into the canonical event — plain functions, unit-tested on fixtures.
+//! - `event/`: the canonical `BiometricEvent` and its Avro / Confluent wire-format encoding.
+//! - `processor/`: the business logic of one record (normalize, identity, dedup, HRV thresholds
+//!   and personal baselines, routing, dead letters) — no Kafka client in it.
+//! - `runtime/`: the exactly-once streaming runtime that runs it (transactions, rebalances,
+//!   tasks and changelog-backed state stores).
+//! - `topology/`: the topology file (sources, processors, stores, sinks, routes, topics),
+//!   validated, and described as text / Mermaid / dot.
+//! - `sink/`: the exactly-once PostgreSQL history sink; `dlq.rs`: dead-letter tools.
+//! - `kafka/`: header names and topic administration; `identity.rs`: vendor user -> our user.
+//! - `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `db.rs`: plumbing.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod events_tail;
+pub mod identity;
+pub mod ingress;
+pub mod kafka;
+pub mod metrics;
+pub mod processor;
+pub mod runtime;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+pub mod vendors;

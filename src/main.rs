@@ -1,0 +1,87 @@
+//! `biometric-bridge`: parses the command line, sets up logging and runs one subcommand.
+
+use anyhow::Context;
+use biometric_bridge::cli::{Cli, Command, EventsCommand, TokensCommand, TopicsCommand, TopologyCommand};
+use biometric_bridge::kafka::admin::{TopicStatus, ensure_topics};
+use biometric_bridge::shutdown::{CancellationToken, cancel_on_signal};
+use biometric_bridge::{events_tail, ingress, runtime, telemetry, topology};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match run(cli.command, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Exiting with an error.");
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match command {
+        Command::Ingress(args) => ingress::run(args, shutdown).await,
+        Command::Process(args) => runtime::run(args, shutdown).await,
+        Command::Topics { command: TopicsCommand::Create { kafka, topology } } => {
+            let topology = topology.load()?;
+            let report = ensure_topics(&kafka, &topology.topics).await.context("creating topics")?;
+            let mut drifted = 0;
+            for (name, status) in report {
+                match status {
+                    TopicStatus::Created => println!("created  {name}"),
+                    TopicStatus::Exists => println!("ok       {name}"),
+                    TopicStatus::Drift(problems) => {
+                        drifted += 1;
+                        for problem in problems {
+                            println!("DRIFT    {name}: {problem}");
+                        }
+                    }
+                }
+            }
+            if drifted > 0 {
+                anyhow::bail!("{drifted} topic(s) differ from the topology; fix them by hand (partition counts cannot shrink)");
+            }
+            Ok(())
+        }
+        Command::Topology { command: TopologyCommand::Describe { topology, format } } => {
+            print!("{}", topology::describe::describe(&topology.load()?, format));
+            Ok(())
+        }
+        Command::Tokens { command } => tokens(command).await,
+        Command::Events { command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry } } => {
+            let options = events_tail::TailOptions { from_beginning, max, idle_timeout_secs, since_ms };
+            events_tail::tail(&kafka, &registry, &topics, options, shutdown).await
+        }
+    }
+}
+
+async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+    use biometric_bridge::ingress::tokens;
+    match command {
+        TokensCommand::Issue { user, database } => {
+            let pool = database.migrated_pool().await?;
+            let issued = tokens::issue(&pool, &user).await?;
+            println!("token_id: {}", issued.token_id);
+            println!("token:    {}", issued.token.expose());
+            eprintln!("Store the token in the user's app now: it is not shown again.");
+        }
+        TokensCommand::Revoke { user, token_id, database } => {
+            let pool = database.migrated_pool().await?;
+            let revoked = tokens::revoke(&pool, &user, token_id).await?;
+            println!("revoked {revoked} token(s) of {user}");
+        }
+        TokensCommand::List { user, database } => {
+            let pool = database.migrated_pool().await?;
+            for token in tokens::list(&pool, &user).await? {
+                let state = token.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
+                println!("{}  {}  created {}  {state}", token.token_id, token.user_id, token.created_at);
+            }
+        }
+    }
+    Ok(())
+}

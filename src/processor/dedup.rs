@@ -1,0 +1,126 @@
+//! De-duplication by event id within a window.
+//!
+//! Vendors re-deliver (Terra retries for ~24 h, Garmin holds up to 7 days) and the ingress's Redis
+//! fast path is best-effort, so the processor is where exactly-once is made end to end: an event
+//! whose id was already emitted within the window, with the same content, is dropped.
+//!
+//! Same id with different content is not a duplicate but an update: Terra re-sends daily and body
+//! summaries as growing supersets under the same natural key. Those pass (consumers upsert on
+//! `event_id`) and the stored fingerprint moves on.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::KeyValueStore;
+use crate::event::BiometricEvent;
+
+/// What the store remembers per event id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Stream time (the record's `received_at`, ms) when the id was last emitted.
+    pub at_ms: i64,
+    /// Hex sha256 of the event's content (everything but delivery context).
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// First time (or first time within the window): emit.
+    New,
+    /// Known id with new content: emit as an update.
+    Updated,
+    /// Already emitted with this content: drop.
+    Duplicate,
+}
+
+/// Content fingerprint: the event without what differs between deliveries of the same data
+/// (lineage, receipt time, trace id). Triggers are judged later and not part of it.
+pub fn fingerprint(event: &BiometricEvent) -> String {
+    let mut content = event.clone();
+    content.received_at = 0;
+    content.lineage = Default::default();
+    content.trace_id = None;
+    content.triggers.clear();
+    content.priority = crate::event::Priority::Normal;
+    content.user_id.clear();
+    let json = serde_json::to_vec(&content).expect("events serialize");
+    hex::encode(Sha256::digest(json))
+}
+
+/// Judges `event` against the store and records it when it will be emitted.
+pub fn check_and_record(store: &mut dyn KeyValueStore<Seen>, event: &BiometricEvent, window_ms: i64) -> Verdict {
+    let fingerprint = fingerprint(event);
+    let now = event.received_at;
+    let verdict = match store.get(&event.event_id) {
+        Some(seen) if now - seen.at_ms > window_ms => Verdict::New,
+        Some(seen) if seen.fingerprint == fingerprint => Verdict::Duplicate,
+        Some(_) => Verdict::Updated,
+        None => Verdict::New,
+    };
+    if verdict != Verdict::Duplicate {
+        store.put(event.event_id.clone(), Seen { at_ms: now.max(store.get(&event.event_id).map_or(i64::MIN, |s| s.at_ms)), fingerprint });
+    }
+    verdict
+}
+
+/// Removes ids last seen more than `window_ms` before `stream_time_ms`; returns how many.
+pub fn purge(store: &mut dyn KeyValueStore<Seen>, stream_time_ms: i64, window_ms: i64) -> usize {
+    let cutoff = stream_time_ms - window_ms;
+    let expired = store.keys_where(&|seen: &Seen| seen.at_ms < cutoff);
+    for key in &expired {
+        store.delete(key);
+    }
+    expired.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Vendor};
+    use crate::processor::store::MemoryStore;
+    use crate::vendors::{RawInput, base_event};
+
+    const DAY: i64 = 86_400_000;
+
+    fn event(received_at_ms: i64, offset: i64, rmssd: f64) -> BiometricEvent {
+        let input = RawInput {
+            vendor: Vendor::Terra,
+            body: b"{}",
+            received_at_ms,
+            vendor_user_id: None,
+            delivery_id: Some("d"),
+            trace_id: Some("t"),
+            source_topic: "raw-webhooks",
+            source_partition: 0,
+            source_offset: offset,
+        };
+        let mut e = base_event(&input, EventKind::Sleep, "summary-1", "u", 0);
+        e.hrv_rmssd_ms = Some(rmssd);
+        e
+    }
+
+    #[test]
+    fn a_redelivery_a_day_later_is_dropped() {
+        let mut store = MemoryStore::default();
+        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY), Verdict::New);
+        assert_eq!(check_and_record(&mut store, &event(DAY, 99, 50.0), 7 * DAY), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn new_content_under_the_same_id_is_an_update() {
+        let mut store = MemoryStore::default();
+        check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY);
+        assert_eq!(check_and_record(&mut store, &event(10, 2, 51.0), 7 * DAY), Verdict::Updated);
+        assert_eq!(check_and_record(&mut store, &event(20, 3, 51.0), 7 * DAY), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn outside_the_window_it_is_new_again_and_purge_forgets() {
+        let mut store = MemoryStore::default();
+        check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY);
+        assert_eq!(check_and_record(&mut store, &event(8 * DAY, 2, 50.0), 7 * DAY), Verdict::New);
+        assert_eq!(purge(&mut store, 8 * DAY, 7 * DAY), 0, "just refreshed");
+        assert_eq!(purge(&mut store, 16 * DAY, 7 * DAY), 1);
+        assert!(store.is_empty());
+    }
+}

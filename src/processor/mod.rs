@@ -1,0 +1,18 @@
+//! The processor's business logic: what happens to one raw record. Plain functions and small
+//! structs, no Kafka client, so all of it is unit-tested without a broker.
+//!
+//! - `pipeline.rs`: one record in, output records out (normalize -> identity -> dedup ->
+//!   thresholds -> baseline -> route), dead letters and pending fetches included;
+//! - `triggers.rs`: fixed rMSSD / SDNN thresholds; `baseline.rs`: personal HRV baselines;
+//!   `dedup.rs`: event-id de-duplication; `store.rs`: the key-value interface they use.
+//!
+//! The streaming runtime (`runtime/`) owns transactions, offsets, rebalances and the
+//! changelog-backed stores, and calls into this module.
+
+pub mod baseline;
+pub mod dedup;
+pub mod pipeline;
+pub mod store;
+pub mod triggers;
+
+pub use pipeline::{Identities, InfraError, Output, Pipeline, Record, TaskStores};

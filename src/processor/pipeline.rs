@@ -1,0 +1,316 @@
+//! One raw record in, the records to write out.
+//!
+//! For a record of an ingress-format source (or a repartition topic): normalize with the vendor
+//! module, then per event resolve our user id, drop duplicates, judge the HRV thresholds and the
+//! personal baseline, set the priority and encode it to the routed topic with its headers. Oura and
+//! WHOOP notifications go unchanged to `pending-fetch`; what cannot be normalized goes to the DLQ
+//! with its original bytes and headers plus the reason. For a Terra-format source that is
+//! repartitioned, the record is only re-keyed by vendor user.
+//!
+//! Only the identity lookups do I/O; they run first, so a dependency outage ([`InfraError`]) is
+//! reported before any store is touched and the record can simply be retried later.
+
+use std::collections::HashMap;
+
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
+
+use super::baseline::{self, BaselineState};
+use super::dedup::{self, Seen, Verdict};
+use super::store::KeyValueStore;
+use super::triggers;
+use crate::event::avro::EventCodec;
+use crate::event::{BiometricEvent, Vendor};
+use crate::kafka::headers;
+use crate::topology::{SourceFormat, Topology};
+use crate::vendors::{self, IdentityChange, NormalizeError, Outcome, RawInput};
+
+/// A consumed record, independent of the Kafka client type.
+#[derive(Clone, Copy)]
+pub struct Record<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub headers: Option<&'a BorrowedHeaders>,
+    /// The Kafka record timestamp, ms.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A record to write inside the current transaction.
+#[derive(Debug)]
+pub struct Output {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: OwnedHeaders,
+    /// For events: when the ingress received the data (end-to-end latency at commit).
+    pub received_at_ms: Option<i64>,
+}
+
+/// A dependency (PostgreSQL) is unavailable: not the record's fault. The runtime pauses and
+/// retries the same record later; it never goes to the DLQ.
+#[derive(Debug, thiserror::Error)]
+#[error("{dependency} unavailable: {message}")]
+pub struct InfraError {
+    pub dependency: &'static str,
+    pub message: String,
+}
+
+/// Identity lookups and updates (PostgreSQL behind a cache in production, a map in tests).
+pub trait Identities {
+    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, InfraError>;
+    fn apply(&mut self, change: &IdentityChange) -> Result<(), InfraError>;
+}
+
+/// The stores of the task (input partition) the record belongs to.
+pub struct TaskStores<'s> {
+    pub dedup: Option<&'s mut dyn KeyValueStore<Seen>>,
+    pub baseline: Option<&'s mut dyn KeyValueStore<BaselineState>>,
+}
+
+/// What a source topic's records need.
+#[derive(Debug, Clone)]
+enum Role {
+    /// Normalize; the vendor comes from the `vendor` header, or is fixed (Terra-format sources).
+    Normalize { fixed_vendor: Option<Vendor> },
+    /// Re-key by vendor user into the repartition topic.
+    Rekey { repartition_topic: String },
+}
+
+pub struct Pipeline {
+    topology: Topology,
+    roles: HashMap<String, Role>,
+    codecs: HashMap<String, EventCodec>,
+}
+
+impl Pipeline {
+    /// `schema_ids`: the registered schema id for each event sink topic.
+    pub fn new(topology: Topology, schema_ids: &HashMap<String, u32>) -> Self {
+        let mut roles = HashMap::new();
+        for source in &topology.sources {
+            match (&source.format, &source.repartition_topic) {
+                (SourceFormat::Ingress, _) => {
+                    roles.insert(source.topic.clone(), Role::Normalize { fixed_vendor: None });
+                }
+                (SourceFormat::Terra, Some(repartition)) => {
+                    roles.insert(source.topic.clone(), Role::Rekey { repartition_topic: repartition.clone() });
+                    roles.insert(repartition.clone(), Role::Normalize { fixed_vendor: Some(Vendor::Terra) });
+                }
+                (SourceFormat::Terra, None) => {
+                    roles.insert(source.topic.clone(), Role::Normalize { fixed_vendor: Some(Vendor::Terra) });
+                }
+            }
+        }
+        let codecs = schema_ids.iter().map(|(topic, id)| (topic.clone(), EventCodec::new(*id))).collect();
+        Pipeline { topology, roles, codecs }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Everything `record` turns into.
+    pub fn process(&self, record: &Record<'_>, identities: &mut dyn Identities, stores: TaskStores<'_>) -> Result<Vec<Output>, InfraError> {
+        crate::metrics::RECORDS_IN.with_label_values(&[record.topic]).inc();
+        match self.roles.get(record.topic) {
+            Some(Role::Rekey { repartition_topic }) => Ok(vec![rekey(record, repartition_topic)]),
+            Some(Role::Normalize { fixed_vendor }) => self.normalize(record, *fixed_vendor, identities, stores),
+            None => Ok(vec![self.dead_letter(record, "unknown_source", "record from a topic this topology does not read")]),
+        }
+    }
+
+    fn normalize(
+        &self,
+        record: &Record<'_>,
+        fixed_vendor: Option<Vendor>,
+        identities: &mut dyn Identities,
+        stores: TaskStores<'_>,
+    ) -> Result<Vec<Output>, InfraError> {
+        let header = |name| headers::get(record.headers, name);
+        let vendor = match fixed_vendor.or_else(|| header(headers::VENDOR).and_then(Vendor::from_slug)) {
+            Some(vendor) => vendor,
+            None => return Ok(vec![self.dead_letter(record, "unknown_vendor", "missing or unknown `vendor` header")]),
+        };
+        let Some(body) = record.payload else {
+            return Ok(vec![self.dead_letter(record, "empty_payload", "record has no value")]);
+        };
+        let received_at_ms = header(headers::RECEIVED_AT)
+            .and_then(|v| v.parse().ok())
+            .or(record.timestamp_ms)
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let input = RawInput {
+            vendor,
+            body,
+            received_at_ms,
+            vendor_user_id: header(headers::VENDOR_USER_ID),
+            delivery_id: header(headers::DELIVERY_ID),
+            trace_id: header(headers::TRACE_ID),
+            source_topic: record.topic,
+            source_partition: record.partition,
+            source_offset: record.offset,
+        };
+        let outcome = match vendors::normalize(&input) {
+            Ok(outcome) => outcome,
+            Err(error) => return Ok(vec![self.rejected(record, &error)]),
+        };
+        match outcome {
+            Outcome::Events(events) => self.events(events, identities, stores),
+            Outcome::Identity(change) => {
+                identities.apply(&change)?;
+                tracing::info!(?change, "Identity mapping updated.");
+                Ok(Vec::new())
+            }
+            Outcome::PendingFetch(fetch) => {
+                crate::metrics::RECORDS_OUT.with_label_values(&[&self.topology.pending_fetch_topic]).inc();
+                let mut out = headers::copy(record.headers);
+                out = headers::with(out, headers::FETCH_PATH, &fetch.api_path);
+                out = headers::with(out, headers::FETCH_DATA_TYPE, &fetch.data_type);
+                Ok(vec![Output {
+                    topic: self.topology.pending_fetch_topic.clone(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    payload: body.to_vec(),
+                    headers: out,
+                    received_at_ms: None,
+                }])
+            }
+            Outcome::Notice { kind, detail } => {
+                crate::metrics::NOTICES.with_label_values(&[&kind]).inc();
+                tracing::info!(vendor = vendor.slug(), kind = %kind, detail = %detail, "Recognised record without data for us; skipped.");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn events(&self, mut events: Vec<BiometricEvent>, identities: &mut dyn Identities, mut stores: TaskStores<'_>) -> Result<Vec<Output>, InfraError> {
+        // I/O first: nothing below may fail for a dependency.
+        for event in &mut events {
+            resolve_user(event, identities)?;
+        }
+        let mut outputs = Vec::with_capacity(events.len());
+        for mut event in events {
+            if let (Some(store), Some(params)) = (stores.dedup.as_deref_mut(), self.topology.dedup) {
+                if dedup::check_and_record(store, &event, params.window_ms) == Verdict::Duplicate {
+                    crate::metrics::DUPLICATES_DROPPED.inc();
+                    tracing::debug!(event_id = %event.event_id, "Duplicate event dropped.");
+                    continue;
+                }
+            }
+            let mut raised = triggers::threshold_triggers(&event, &self.topology.thresholds);
+            if let (Some(store), Some(params)) = (stores.baseline.as_deref_mut(), self.topology.baseline) {
+                raised.extend(baseline::update_and_judge(store, &event, &params));
+            }
+            for trigger in &raised {
+                crate::metrics::TRIGGERS.with_label_values(&[&trigger.trigger_type, severity_name(trigger.severity)]).inc();
+            }
+            triggers::attach(&mut event, raised);
+            outputs.push(self.encode(&event));
+        }
+        Ok(outputs)
+    }
+
+    fn encode(&self, event: &BiometricEvent) -> Output {
+        let topic = self.topology.route(event.vendor);
+        let codec = self.codecs.get(topic).expect("a codec is registered for every event sink");
+        let payload = codec.encode(event).expect("events always encode against their own schema");
+        crate::metrics::RECORDS_OUT.with_label_values(&[topic]).inc();
+        let mut out = OwnedHeaders::new();
+        out = headers::with(out, headers::PRIORITY, event.priority.symbol());
+        out = headers::with(out, headers::EVENT_TYPE, event.kind.symbol());
+        out = headers::with(out, headers::VENDOR, event.vendor.slug());
+        out = headers::with(out, headers::USER_ID, &event.user_id);
+        out = headers::with(out, headers::EVENT_ID, &event.event_id);
+        if let Some(trace_id) = &event.trace_id {
+            out = headers::with(out, headers::TRACE_ID, trace_id);
+        }
+        Output {
+            topic: topic.to_owned(),
+            key: Some(event.user_id.as_bytes().to_vec()),
+            payload,
+            headers: out,
+            received_at_ms: Some(event.received_at),
+        }
+    }
+
+    fn rejected(&self, record: &Record<'_>, error: &NormalizeError) -> Output {
+        self.dead_letter(record, error.class(), &error.to_string())
+    }
+
+    /// The original bytes and headers, plus why and where from.
+    pub fn dead_letter(&self, record: &Record<'_>, class: &str, message: &str) -> Output {
+        crate::metrics::DLQ_RECORDS.with_label_values(&[class]).inc();
+        tracing::warn!(
+            topic = record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            error_class = class,
+            "Record sent to the dead-letter topic."
+        );
+        let mut out = headers::copy(record.headers);
+        out = headers::with(out, headers::ERROR_CLASS, class);
+        out = headers::with(out, headers::ERROR_MESSAGE, &truncate(message, 1_000));
+        out = headers::with(out, headers::SOURCE_TOPIC, record.topic);
+        out = headers::with(out, headers::SOURCE_PARTITION, &record.partition.to_string());
+        out = headers::with(out, headers::SOURCE_OFFSET, &record.offset.to_string());
+        Output {
+            topic: self.topology.dlq_topic.clone(),
+            key: record.key.map(<[u8]>::to_vec),
+            payload: record.payload.unwrap_or_default().to_vec(),
+            headers: out,
+            received_at_ms: None,
+        }
+    }
+}
+
+/// Our user id: a mapped link wins; else the id the payload gave (Terra `reference_id`); else
+/// the vendor-scoped fallback `base_event` set. Apple Health uploads are authenticated per user,
+/// so their vendor user id is ours.
+fn resolve_user(event: &mut BiometricEvent, identities: &mut dyn Identities) -> Result<(), InfraError> {
+    if event.vendor == Vendor::AppleHealth {
+        event.user_id = event.vendor_user_id.clone();
+        return Ok(());
+    }
+    if let Some(user) = identities.resolve(event.vendor, &event.vendor_user_id)? {
+        event.user_id = user;
+    }
+    Ok(())
+}
+
+/// Re-keys a Terra-format record by vendor user (sub-topology 0), keeping its bytes and headers
+/// and adding the ingress headers the normalizer reads.
+fn rekey(record: &Record<'_>, repartition_topic: &str) -> Output {
+    let body = record.payload.unwrap_or_default();
+    let key = vendors::vendor_user_id(Vendor::Terra, body).map_or_else(|| "terra".to_owned(), |user| format!("terra:{user}"));
+    let mut out = headers::copy(record.headers);
+    out = headers::with(out, headers::VENDOR, Vendor::Terra.slug());
+    if headers::get(record.headers, headers::RECEIVED_AT).is_none() {
+        let received_at = record.timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        out = headers::with(out, headers::RECEIVED_AT, &received_at.to_string());
+    }
+    if headers::get(record.headers, headers::DELIVERY_ID).is_none() {
+        // Terra direct records carry no delivery id: their position in terra-direct is stable.
+        let delivery = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+        out = headers::with(out, headers::DELIVERY_ID, &delivery);
+    }
+    crate::metrics::RECORDS_OUT.with_label_values(&[repartition_topic]).inc();
+    Output { topic: repartition_topic.to_owned(), key: Some(key.into_bytes()), payload: body.to_vec(), headers: out, received_at_ms: None }
+}
+
+fn severity_name(severity: crate::event::Severity) -> &'static str {
+    match severity {
+        crate::event::Severity::Low => "LOW",
+        crate::event::Severity::Medium => "MEDIUM",
+        crate::event::Severity::High => "HIGH",
+        crate::event::Severity::Critical => "CRITICAL",
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => format!("{}…", &text[..index]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

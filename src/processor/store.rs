@@ -1,0 +1,49 @@
+//! The key-value interface the stateful steps see.
+//!
+//! The business logic (`dedup.rs`, `baseline.rs`) is written against this trait; the streaming
+//! runtime backs it with an in-memory table whose every change is also written to a compacted
+//! changelog topic inside the current transaction (`runtime::store`). Tests use [`MemoryStore`].
+
+use std::collections::HashMap;
+
+pub trait KeyValueStore<V> {
+    fn get(&self, key: &str) -> Option<&V>;
+    fn put(&mut self, key: String, value: V);
+    fn delete(&mut self, key: &str);
+    /// Keys for which `expired` holds (used to purge old entries).
+    fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A plain map: the store for unit tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryStore<V> {
+    pub map: HashMap<String, V>,
+}
+
+impl<V> Default for MemoryStore<V> {
+    fn default() -> Self {
+        MemoryStore { map: HashMap::new() }
+    }
+}
+
+impl<V> KeyValueStore<V> for MemoryStore<V> {
+    fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+    fn put(&mut self, key: String, value: V) {
+        self.map.insert(key, value);
+    }
+    fn delete(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+    fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String> {
+        self.map.iter().filter(|(_, v)| expired(v)).map(|(k, _)| k.clone()).collect()
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}

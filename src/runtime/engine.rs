@@ -1,0 +1,422 @@
+//! The exactly-once engine: one transactional producer, the open transaction, and the tasks.
+//!
+//! Every consumed record is processed inside the open transaction: its outputs, the changelog
+//! records of the stores it changed, and (at commit) the input offsets — sent with the consumer
+//! group's metadata, so the group coordinator fences a zombie that lost its partitions (KIP-447).
+//! Either all of that becomes visible to read_committed readers, or none of it.
+//!
+//! Errors follow librdkafka's classes: retriable -> retry the same call; abortable -> abort, rewind
+//! every partition to its committed offset and rebuild the stores from their changelogs (the
+//! in-memory tables may hold aborted changes); fatal (fenced, invalid producer id mapping) ->
+//! stop, so a supervisor restarts the instance with a fresh producer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::identities::BlockingIdentities;
+use super::store;
+use super::task::Task;
+use crate::processor::{InfraError, Output, Pipeline, Record};
+
+/// Timeout of each blocking transactional call.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often dedup stores drop expired ids.
+const PURGE_EVERY_MS: i64 = 60_000;
+
+/// Why a transaction step failed, by what must happen next.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// Abort, rewind, continue.
+    #[error("transaction must be aborted: {0}")]
+    Abortable(String),
+    /// The producer cannot continue (fenced by a newer instance, or broken): stop.
+    #[error("fatal producer error: {0}")]
+    Fatal(String),
+}
+
+/// Classifies a Kafka error from a transactional call.
+fn classify(error: &KafkaError) -> (bool, TxnError) {
+    let text = error.to_string();
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerIdMapping) => {
+            return (false, TxnError::Fatal(text));
+        }
+        _ => {}
+    }
+    if let KafkaError::Transaction(rd) = error {
+        if rd.is_fatal() {
+            return (false, TxnError::Fatal(text));
+        }
+        if rd.txn_requires_abort() {
+            return (false, TxnError::Abortable(text));
+        }
+        if rd.is_retriable() {
+            return (true, TxnError::Abortable(text));
+        }
+    }
+    (false, TxnError::Abortable(text))
+}
+
+/// Settings of the commit cadence.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    pub interval: Duration,
+    pub max_records: usize,
+}
+
+/// The open transaction's bookkeeping.
+#[derive(Default)]
+struct OpenTxn {
+    started: Option<Instant>,
+    records: usize,
+    /// Next offset to consume per input partition (last processed + 1).
+    offsets: HashMap<(String, i32), i64>,
+    /// `received_at` of the events in this transaction, for the end-to-end latency metric.
+    received_at: Vec<i64>,
+}
+
+pub struct Engine {
+    producer: BaseProducer,
+    pipeline: Pipeline,
+    identities: BlockingIdentities,
+    /// Consumer used only to restore stores from changelogs.
+    restorer: BaseConsumer<store::RestoreContext>,
+    tasks: BTreeMap<i32, Task>,
+    txn: OpenTxn,
+    cadence: Cadence,
+    /// Topics whose partition p belongs to task p.
+    task_topics: Vec<String>,
+    /// Topics assigned alongside the group-assigned leader topic (repartition topics).
+    co_topics: Vec<String>,
+    leader_topic: String,
+    /// Set when an abort happened inside a callback: the loop must rewind before processing.
+    pub needs_rewind: bool,
+    /// Set when a callback hit a fatal error: the loop must stop.
+    pub fatal: Option<TxnError>,
+}
+
+impl Engine {
+    pub fn new(
+        producer: BaseProducer,
+        pipeline: Pipeline,
+        identities: BlockingIdentities,
+        restorer: BaseConsumer<store::RestoreContext>,
+        cadence: Cadence,
+    ) -> Engine {
+        let topology = pipeline.topology().clone();
+        let leader_topic = topology
+            .sources
+            .iter()
+            .find(|s| s.format == crate::topology::SourceFormat::Ingress)
+            .map(|s| s.topic.clone())
+            .expect("validated topology has an ingress source");
+        let co_topics: Vec<String> = topology.sources.iter().filter_map(|s| s.repartition_topic.clone()).collect();
+        let mut task_topics = vec![leader_topic.clone()];
+        task_topics.extend(co_topics.iter().cloned());
+        Engine {
+            producer,
+            pipeline,
+            identities,
+            restorer,
+            tasks: BTreeMap::new(),
+            txn: OpenTxn::default(),
+            cadence,
+            task_topics,
+            co_topics,
+            leader_topic,
+            needs_rewind: false,
+            fatal: None,
+        }
+    }
+
+    pub fn identities(&self) -> &BlockingIdentities {
+        &self.identities
+    }
+
+    pub fn txn_open(&self) -> bool {
+        self.txn.started.is_some()
+    }
+
+    /// Whether the open transaction is due to commit.
+    pub fn commit_due(&self) -> bool {
+        self.txn.started.is_some_and(|started| started.elapsed() >= self.cadence.interval || self.txn.records >= self.cadence.max_records)
+    }
+
+    /// How long the loop may block in poll before the open transaction is due.
+    pub fn poll_timeout(&self) -> Duration {
+        match self.txn.started {
+            Some(started) => self.cadence.interval.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
+            None => Duration::from_millis(100),
+        }
+    }
+
+    /// Adds the co-partitions (repartition topic p for leader topic p) to an assignment change.
+    pub fn add_co_partitions(&self, tpl: &mut TopicPartitionList) {
+        let leader_partitions: Vec<i32> =
+            tpl.elements().iter().filter(|e| e.topic() == self.leader_topic).map(|e| e.partition()).collect();
+        for partition in leader_partitions {
+            for topic in &self.co_topics {
+                if tpl.find_partition(topic, partition).is_none() {
+                    tpl.add_partition(topic, partition);
+                }
+            }
+        }
+    }
+
+    /// Creates and restores the tasks of newly assigned leader partitions.
+    pub fn on_assigned(&mut self, assigned: &TopicPartitionList) -> Result<(), store::RestoreError> {
+        let topology = self.pipeline.topology().clone();
+        let new: Vec<i32> = assigned
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.leader_topic && !self.tasks.contains_key(&e.partition()))
+            .map(|e| e.partition())
+            .collect();
+        let mut tasks: Vec<Task> = new.into_iter().map(|partition| Task::new(&topology, partition)).collect();
+        restore_tasks(&self.restorer, &mut tasks)?;
+        self.tasks.extend(tasks.into_iter().map(|task| (task.partition, task)));
+        self.publish_store_sizes();
+        tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "Tasks assigned.");
+        Ok(())
+    }
+
+    /// Drops the tasks of revoked leader partitions.
+    pub fn on_revoked(&mut self, revoked: &TopicPartitionList) {
+        for element in revoked.elements() {
+            if element.topic() == self.leader_topic {
+                self.tasks.remove(&element.partition());
+            }
+        }
+        self.publish_store_sizes();
+        tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "Tasks revoked.");
+    }
+
+    /// Rebuilds every task's stores from the changelogs (after an abort).
+    pub fn restore_all(&mut self) -> Result<(), store::RestoreError> {
+        let topology = self.pipeline.topology().clone();
+        let mut tasks: Vec<Task> = self.tasks.keys().map(|partition| Task::new(&topology, *partition)).collect();
+        restore_tasks(&self.restorer, &mut tasks)?;
+        self.tasks = tasks.into_iter().map(|task| (task.partition, task)).collect();
+        self.publish_store_sizes();
+        Ok(())
+    }
+
+    fn publish_store_sizes(&self) {
+        let mut totals: HashMap<&str, usize> = HashMap::new();
+        for task in self.tasks.values() {
+            for (name, size) in task.sizes() {
+                *totals.entry(name).or_default() += size;
+            }
+        }
+        for (name, size) in totals {
+            crate::metrics::STORE_ENTRIES.with_label_values(&[name]).set(size as i64);
+        }
+    }
+
+    fn begin_if_needed(&mut self) -> Result<(), TxnError> {
+        if self.txn.started.is_none() {
+            self.producer.begin_transaction().map_err(|error| classify(&error).1)?;
+            self.txn.started = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Processes one record inside the open transaction. `Err(Ok(infra))`: a dependency is down,
+    /// nothing of this record was sent; `Err(Err(txn))`: the transaction failed.
+    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Result<InfraError, TxnError>> {
+        let record = Record {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            payload: message.payload(),
+            headers: message.headers(),
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        let stateful = self.task_topics.iter().any(|t| t == record.topic);
+        let task = if stateful { self.tasks.get_mut(&record.partition) } else { None };
+        let outputs = match task {
+            Some(task) => self.pipeline.process(&record, &mut self.identities, task.stores()),
+            None => self.pipeline.process(&record, &mut self.identities, crate::processor::TaskStores { dedup: None, baseline: None }),
+        }
+        .map_err(Ok)?;
+
+        self.begin_if_needed().map_err(Err)?;
+        for output in outputs {
+            if let Some(received_at) = output.received_at_ms {
+                self.txn.received_at.push(received_at);
+            }
+            self.send(output).map_err(Err)?;
+        }
+        if let Some(task) = self.tasks.get_mut(&record.partition).filter(|_| stateful) {
+            if let Some(received_at) = crate::kafka::headers::get(record.headers, crate::kafka::headers::RECEIVED_AT).and_then(|v| v.parse().ok()) {
+                task.stream_time_ms = task.stream_time_ms.max(received_at);
+            }
+            for (topic, partition, (key, value)) in task.drain_changelog() {
+                send_changelog(&self.producer, &topic, partition, &key, value.as_deref()).map_err(Err)?;
+            }
+        }
+        self.txn.offsets.insert((record.topic.to_owned(), record.partition), record.offset + 1);
+        self.txn.records += 1;
+        Ok(())
+    }
+
+    fn send(&self, output: Output) -> Result<(), TxnError> {
+        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&output.topic).payload(&output.payload).headers(output.headers);
+        if let Some(key) = &output.key {
+            record = record.key(key);
+        }
+        send_with_backpressure(&self.producer, record)
+    }
+
+    /// Expires old dedup ids (tombstones go into the open transaction).
+    fn purge_expired(&mut self) -> Result<(), TxnError> {
+        let Some(params) = self.pipeline.topology().dedup else { return Ok(()) };
+        let mut changelog = Vec::new();
+        for task in self.tasks.values_mut() {
+            if task.stream_time_ms == i64::MIN || task.stream_time_ms.saturating_sub(task.last_purge_ms) < PURGE_EVERY_MS {
+                continue;
+            }
+            task.last_purge_ms = task.stream_time_ms;
+            if let Some(store) = task.dedup.as_mut() {
+                let purged = crate::processor::dedup::purge(store, task.stream_time_ms, params.window_ms);
+                if purged > 0 {
+                    tracing::debug!(partition = task.partition, purged, "Expired de-duplication ids.");
+                }
+            }
+            changelog.extend(task.drain_changelog());
+        }
+        for (topic, partition, (key, value)) in changelog {
+            send_changelog(&self.producer, &topic, partition, &key, value.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction (offsets included). Retriable errors are retried here.
+    pub fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), TxnError> {
+        if self.txn.started.is_none() {
+            return Ok(());
+        }
+        self.purge_expired()?;
+        let started = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.txn.offsets {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|error| TxnError::Abortable(error.to_string()))?;
+        }
+        let metadata = consumer.group_metadata().ok_or_else(|| TxnError::Abortable("consumer has no group metadata".into()))?;
+        retry(|| self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT))?;
+        retry(|| self.producer.commit_transaction(TXN_CALL_TIMEOUT))?;
+
+        let now = chrono::Utc::now().timestamp_millis();
+        for received_at in self.txn.received_at.drain(..) {
+            crate::metrics::END_TO_END_LATENCY.observe((now - received_at).max(0) as f64 / 1000.0);
+        }
+        crate::metrics::TXN_COMMITS.inc();
+        crate::metrics::TXN_COMMIT_DURATION.observe(started.elapsed().as_secs_f64());
+        tracing::debug!(records = self.txn.records, elapsed_ms = started.elapsed().as_millis() as u64, "Transaction committed.");
+        self.txn = OpenTxn::default();
+        self.publish_store_sizes();
+        Ok(())
+    }
+
+    /// Aborts the open transaction; the caller must rewind (see [`Engine::rewind`]).
+    pub fn abort(&mut self, reason: &str) -> Result<(), TxnError> {
+        crate::metrics::TXN_ABORTS.with_label_values(&[reason]).inc();
+        let had_txn = self.txn.started.is_some();
+        self.txn = OpenTxn::default();
+        if had_txn {
+            tracing::warn!(reason, "Aborting the transaction.");
+            retry(|| self.producer.abort_transaction(TXN_CALL_TIMEOUT))?;
+        }
+        self.needs_rewind = true;
+        Ok(())
+    }
+
+    /// Seeks every assigned partition back to its committed offset and rebuilds the stores, so
+    /// processing resumes exactly after the last committed transaction.
+    pub fn rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), TxnError> {
+        let assignment = consumer.assignment().map_err(|e| TxnError::Abortable(e.to_string()))?;
+        if assignment.count() > 0 {
+            let committed = consumer.committed_offsets(assignment, TXN_CALL_TIMEOUT).map_err(|e| TxnError::Abortable(e.to_string()))?;
+            let mut seek = TopicPartitionList::new();
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => Offset::Offset(offset),
+                    _ => Offset::Beginning,
+                };
+                seek.add_partition_offset(element.topic(), element.partition(), offset).map_err(|e| TxnError::Abortable(e.to_string()))?;
+            }
+            consumer.seek_partitions(seek, TXN_CALL_TIMEOUT).map_err(|e| TxnError::Abortable(e.to_string()))?;
+        }
+        self.restore_all().map_err(|e| TxnError::Abortable(e.to_string()))?;
+        self.needs_rewind = false;
+        tracing::info!("Rewound to the committed offsets; stores rebuilt from their changelogs.");
+        Ok(())
+    }
+}
+
+/// Restores the stores of `tasks` together (one pass per changelog topic).
+fn restore_tasks(restorer: &BaseConsumer<store::RestoreContext>, tasks: &mut [Task]) -> Result<(), store::RestoreError> {
+    let mut all: Vec<&mut dyn store::Restorable> = tasks.iter_mut().flat_map(Task::restorables).collect();
+    store::restore(restorer, &mut all)
+}
+
+/// Retries a transactional call while librdkafka says it is retriable.
+fn retry(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), TxnError> {
+    let mut attempt = 0u32;
+    loop {
+        match call() {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                let (retriable, classified) = classify(&error);
+                attempt += 1;
+                if retriable && attempt < 10 {
+                    tracing::warn!(%error, attempt, "Retriable transaction error; retrying.");
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                    continue;
+                }
+                if matches!(classified, TxnError::Fatal(_)) {
+                    crate::metrics::PRODUCER_FENCED.inc();
+                }
+                return Err(classified);
+            }
+        }
+    }
+}
+
+fn send_changelog(producer: &BaseProducer, topic: &str, partition: i32, key: &str, value: Option<&[u8]>) -> Result<(), TxnError> {
+    let mut record = BaseRecord::<str, [u8]>::to(topic).partition(partition).key(key);
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    send_with_backpressure(producer, record)
+}
+
+/// Enqueues a record; a full local queue is waited out by serving delivery reports.
+fn send_with_backpressure<K, P>(producer: &BaseProducer, mut record: BaseRecord<'_, K, P>) -> Result<(), TxnError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                producer.poll(Duration::from_millis(50));
+                record = returned;
+            }
+            Err((error, _)) => return Err(classify(&error).1),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The consume-transform-produce loop, on its own OS thread (transactional calls block).
+//!
+//! poll -> process inside the open transaction -> commit every `COMMIT_INTERVAL_MS` or
+//! `COMMIT_MAX_RECORDS`. Three things interrupt the rhythm:
+//! - an abortable transaction error: abort, rewind to the committed offsets, rebuild the stores;
+//! - a dependency outage (PostgreSQL): commit what is done, seek back to the record that could not
+//!   be processed, pause every partition and retry with exponential backoff — the record is
+//!   neither skipped nor dead-lettered, and group membership stays alive because we keep polling;
+//! - shutdown: commit the open transaction and return; a fatal error: return it (exit non-zero).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::context::RuntimeContext;
+use super::engine::{Engine, TxnError};
+use crate::processor::InfraError;
+use crate::shutdown::CancellationToken;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown` or a fatal error.
+pub fn run_loop(consumer: &BaseConsumer<RuntimeContext>, shared: &Arc<Mutex<Option<Engine>>>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let lock = || shared.lock().expect("engine lock");
+    loop {
+        if shutdown.is_cancelled() {
+            let mut guard = lock();
+            let engine = guard.as_mut().expect("engine is set");
+            match engine.commit(consumer) {
+                Ok(()) => tracing::info!("Shutdown: open transaction committed."),
+                Err(error) => {
+                    tracing::warn!(%error, "Shutdown: commit failed; aborting (the records will be reprocessed).");
+                    let _ = engine.abort("shutdown");
+                }
+            }
+            return Ok(());
+        }
+
+        let timeout = lock().as_ref().expect("engine is set").poll_timeout();
+        let polled = consumer.poll(timeout);
+
+        let mut guard = lock();
+        let engine = guard.as_mut().expect("engine is set");
+        if let Some(fatal) = engine.fatal.take() {
+            return Err(anyhow::anyhow!("{fatal}"));
+        }
+        if engine.needs_rewind {
+            // A message polled together with an abort may lie past aborted records: drop it, the
+            // rewind makes it come again.
+            engine.rewind(consumer).map_err(|error| anyhow::anyhow!("rewind failed: {error}"))?;
+            continue;
+        }
+
+        match polled {
+            Some(Ok(message)) => match engine.process(&message) {
+                Ok(()) => {}
+                Err(Ok(infra)) => {
+                    let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                    drop(message);
+                    drop(guard);
+                    wait_out_outage(consumer, shared, &infra, (&topic, partition, offset), shutdown)?;
+                    continue;
+                }
+                Err(Err(txn)) => {
+                    drop(message);
+                    handle_txn_error(engine, consumer, txn)?;
+                    continue;
+                }
+            },
+            Some(Err(error)) => {
+                tracing::warn!(%error, "Consumer error.");
+                crate::metrics::ERRORS.with_label_values(&["processor", "consumer_error"]).inc();
+            }
+            None => {}
+        }
+
+        if engine.commit_due() {
+            if let Err(error) = engine.commit(consumer) {
+                handle_txn_error(engine, consumer, error)?;
+            }
+        }
+    }
+}
+
+/// Commits what is done, puts the failed record back, pauses everything and retries the
+/// dependency with exponential backoff until it answers (or shutdown).
+fn wait_out_outage(
+    consumer: &BaseConsumer<RuntimeContext>,
+    engine: &Arc<Mutex<Option<Engine>>>,
+    infra: &InfraError,
+    (topic, partition, offset): (&str, i32, i64),
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    crate::metrics::INFRA_RETRIES.with_label_values(&[infra.dependency]).inc();
+    tracing::warn!(dependency = infra.dependency, error = %infra.message, "Dependency unavailable; pausing consumption until it is back.");
+    {
+        let mut guard = engine.lock().expect("engine lock");
+        let engine = guard.as_mut().expect("engine is set");
+        match engine.commit(consumer) {
+            Ok(()) => seek_to(consumer, topic, partition, offset)?,
+            Err(error) => handle_txn_error(engine, consumer, error)?,
+        }
+    }
+    consumer.pause(&consumer.assignment()?)?;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        // Paused partitions deliver nothing; polling keeps the group membership and serves
+        // rebalances. A newly assigned partition is not paused: put its record back, pause it.
+        if let Some(Ok(message)) = consumer.poll(backoff) {
+            let (t, p, o) = (message.topic().to_owned(), message.partition(), message.offset());
+            drop(message);
+            seek_to(consumer, &t, p, o)?;
+            let mut one = TopicPartitionList::new();
+            one.add_partition(&t, p);
+            consumer.pause(&one)?;
+        }
+        let available = engine.lock().expect("engine lock").as_ref().expect("engine is set").identities().available();
+        if available {
+            break;
+        }
+        crate::metrics::INFRA_RETRIES.with_label_values(&[infra.dependency]).inc();
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tracing::info!(dependency = infra.dependency, retry_in_ms = backoff.as_millis() as u64, "Still unavailable.");
+    }
+    consumer.resume(&consumer.assignment()?)?;
+    tracing::info!(dependency = infra.dependency, "Dependency is back; resuming consumption.");
+    Ok(())
+}
+
+fn seek_to(consumer: &BaseConsumer<RuntimeContext>, topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.seek_partitions(tpl, Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn handle_txn_error(engine: &mut Engine, consumer: &BaseConsumer<RuntimeContext>, error: TxnError) -> anyhow::Result<()> {
+    match error {
+        TxnError::Fatal(reason) => Err(anyhow::anyhow!("fatal transaction error: {reason}")),
+        TxnError::Abortable(reason) => {
+            tracing::warn!(%reason, "Transaction failed; aborting and rewinding.");
+            engine.abort("abortable_error").map_err(|error| anyhow::anyhow!("abort failed: {error}"))?;
+            engine.rewind(consumer).map_err(|error| anyhow::anyhow!("rewind failed: {error}"))
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The streaming runtime of `biometric-bridge process`: a Kafka Streams-style exactly-once
+//! consume-transform-produce loop, apart from the business logic it runs (`processor/`).
+//!
+//! - `engine.rs`: the transactional producer, the open transaction, commit / abort / rewind;
+//! - `context.rs`: rebalances (commit on revoke, abort when lost, co-assigned repartition
+//!   partitions, store restore on assign) and consumer-lag statistics;
+//! - `eos.rs`: the loop on its own thread, with outage pauses and shutdown;
+//! - `task.rs` + `store.rs`: per-partition tasks and their changelog-backed stores;
+//! - `identities.rs`: blocking PostgreSQL identity lookups for the loop's thread.
+
+mod context;
+mod engine;
+mod eos;
+mod identities;
+pub mod store;
+mod task;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, Producer};
+
+use crate::config::{DatabaseArgs, KafkaArgs, RegistryArgs};
+use crate::identity::IdentityMap;
+use crate::processor::Pipeline;
+use crate::shutdown::CancellationToken;
+use crate::topology::{SourceFormat, Topology};
+use context::RuntimeContext;
+use engine::{Cadence, Engine};
+use identities::BlockingIdentities;
+
+/// The topology shipped with the binary, used when no `--topology` file is given.
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/biometric.toml");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+
+    /// This instance's stable id: its transactional.id and static group membership are
+    /// `<application_id>-<instance id>`. A restarted instance must keep its id, so it fences its
+    /// crashed predecessor at once; two live instances must not share one. Default: the host name.
+    #[arg(long, env = "PROCESSOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Commit the open transaction at least this often, milliseconds.
+    #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 100)]
+    pub commit_interval_ms: u64,
+
+    /// ...or after this many input records, whichever comes first.
+    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 1_000)]
+    pub commit_max_records: usize,
+
+    /// Producer `transaction.timeout.ms`: the broker aborts a transaction left open this long
+    /// (a crashed instance's last one).
+    #[arg(long, env = "TRANSACTION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub transaction_timeout_ms: u64,
+
+    /// Where to serve `GET /metrics`.
+    #[arg(long, env = "PROCESSOR_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Which topology to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopologyArgs {
+    /// Topology file (TOML). Default: the topology shipped in the binary
+    /// (`topologies/biometric.toml`).
+    #[arg(long = "topology", env = "TOPOLOGY_FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Name of the topic Terra publishes to directly (overrides the topology's Terra source).
+    #[arg(long, env = "TERRA_DIRECT_TOPIC")]
+    pub terra_direct_topic: Option<String>,
+
+    /// Suffix `-<namespace>` added to every topic and to the application id, so several copies
+    /// of the pipeline can share a cluster (demo runs, tests, staging tenants).
+    #[arg(long, env = "TOPOLOGY_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl TopologyArgs {
+    pub fn load(&self) -> anyhow::Result<Topology> {
+        let namespace = self.namespace.as_deref();
+        let mut topology = match &self.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("cannot read topology file {}: {error}", path.display()))?;
+                Topology::parse_namespaced(&text, &path.display().to_string(), namespace)?
+            }
+            None => Topology::parse_namespaced(DEFAULT_TOPOLOGY, "topologies/biometric.toml (built in)", namespace)?,
+        };
+        if let Some(topic) = &self.terra_direct_topic {
+            let Some(source) = topology.sources.iter_mut().find(|s| s.format == SourceFormat::Terra) else {
+                anyhow::bail!("TERRA_DIRECT_TOPIC is set but the topology has no Terra source");
+            };
+            let old = std::mem::replace(&mut source.topic, topic.clone());
+            for spec in &mut topology.topics {
+                if spec.name == old {
+                    spec.name = topic.clone();
+                }
+            }
+        }
+        Ok(topology)
+    }
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "0".to_owned())
+}
+
+/// Retries `attempt` with exponential backoff (capped at 30 s) until it succeeds or shutdown.
+async fn with_backoff<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                crate::metrics::INFRA_RETRIES.with_label_values(&[what]).inc();
+                tracing::warn!(dependency = what, %error, retry_in_ms = delay.as_millis() as u64, "Dependency unavailable at start; retrying.");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// `biometric-bridge process`.
+pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let topology = args.topology.load()?;
+    let instance = args.instance_id.clone().unwrap_or_else(default_instance_id);
+    let member_id = format!("{}-{instance}", topology.application_id);
+    tracing::info!(application_id = %topology.application_id, instance = %instance, "Starting the processor.");
+
+    // The registry is contacted here only: schema ids are cached for the hot path.
+    let settings = args.registry.settings()?;
+    let mut schema_ids = HashMap::new();
+    for topic in &topology.event_sinks {
+        let subject = format!("{topic}-value");
+        let id = with_backoff("schema_registry", &shutdown, || async {
+            crate::event::avro::register(&settings, &subject).await.map_err(anyhow::Error::from)
+        })
+        .await?;
+        tracing::info!(subject = %subject, schema_id = id, "Event schema registered.");
+        schema_ids.insert(topic.clone(), id);
+    }
+    let pool = with_backoff("postgresql", &shutdown, || args.database.migrated_pool()).await?;
+
+    let kafka = &args.kafka;
+    let transaction_timeout = args.transaction_timeout_ms.to_string();
+    let consumer: BaseConsumer<RuntimeContext> = kafka
+        .config_with(&[
+            ("group.id", &topology.application_id),
+            ("group.instance.id", &member_id),
+            ("client.id", &member_id),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", "30000"),
+            ("statistics.interval.ms", "5000"),
+        ])
+        .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
+    let producer: BaseProducer = kafka
+        .config_with(&[
+            ("transactional.id", &member_id),
+            ("client.id", &member_id),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("transaction.timeout.ms", &transaction_timeout),
+            ("linger.ms", "5"),
+            ("compression.type", "snappy"),
+            ("message.max.bytes", "6291456"),
+        ])
+        .create()?;
+    let restorer: BaseConsumer<store::RestoreContext> = kafka
+        .config_with(&[
+            ("group.id", &format!("{}-restore", topology.application_id)),
+            ("client.id", &format!("{member_id}-restore")),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "50"),
+        ])
+        .create_with_context(store::RestoreContext)?;
+
+    // Fences any earlier producer with this transactional.id and aborts its open transaction.
+    let init_shutdown = shutdown.clone();
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<BaseProducer> {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match producer.init_transactions(Duration::from_secs(30)) {
+                Ok(()) => return Ok(producer),
+                Err(error) if init_shutdown.is_cancelled() => return Err(error.into()),
+                Err(error) => {
+                    crate::metrics::INFRA_RETRIES.with_label_values(&["kafka"]).inc();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Could not initialise transactions; retrying.");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    })
+    .await??;
+    tracing::info!(transactional_id = %member_id, "Transactions initialised.");
+
+    let engine = Engine::new(
+        producer,
+        Pipeline::new(topology.clone(), &schema_ids),
+        BlockingIdentities { map: IdentityMap::new(pool), handle: tokio::runtime::Handle::current() },
+        restorer,
+        Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) },
+    );
+    let shared = consumer.context().engine.clone();
+    *shared.lock().expect("engine lock") = Some(engine);
+    consumer.subscribe(&topology.source_topics())?;
+    tracing::info!(topics = ?topology.source_topics(), "Subscribed.");
+
+    let metrics = tokio::spawn(crate::metrics::serve(args.metrics_addr, shutdown.clone()));
+    let loop_shutdown = shutdown.clone();
+    let worker = std::thread::Builder::new().name("eos-loop".into()).spawn(move || {
+        let result = eos::run_loop(&consumer, &shared, &loop_shutdown);
+        drop(consumer);
+        result
+    })?;
+    let result = tokio::task::spawn_blocking(move || worker.join()).await?;
+    shutdown.cancel();
+    if let Ok(Err(error)) = metrics.await {
+        tracing::warn!(%error, "Metrics server stopped with an error.");
+    }
+    match result {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("the transaction loop panicked"),
+    }
+}

@@ -1,0 +1,204 @@
+//! Changelog-backed state stores, Kafka Streams style.
+//!
+//! Each task (input partition p) has its own in-memory table per store. Every change is also
+//! queued as a record for partition p of the store's compacted changelog topic
+//! (`<application_id>-<store>-changelog`); the runtime sends those records in the same
+//! transaction as the outputs and the input offsets. The changelog therefore holds exactly the
+//! committed state: restoring it (read_committed, from the beginning) after a crash, an abort or a
+//! rebalance yields the state that matches the committed offsets — never ahead, never behind.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::processor::store::KeyValueStore;
+
+/// A change to send to the changelog: key, and the new value (`None`: tombstone).
+pub type ChangelogRecord = (String, Option<Vec<u8>>);
+
+/// One store's table for one task.
+#[derive(Debug)]
+pub struct ChangelogStore<V> {
+    pub name: String,
+    pub changelog_topic: String,
+    pub partition: i32,
+    map: HashMap<String, V>,
+    pending: Vec<ChangelogRecord>,
+}
+
+impl<V: Serialize + DeserializeOwned> ChangelogStore<V> {
+    pub fn new(name: &str, changelog_topic: &str, partition: i32) -> Self {
+        ChangelogStore { name: name.to_owned(), changelog_topic: changelog_topic.to_owned(), partition, map: HashMap::new(), pending: Vec::new() }
+    }
+
+    /// Changes made since the last drain, for the current transaction.
+    pub fn drain_pending(&mut self) -> Vec<ChangelogRecord> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Applies one changelog record during restore (no new changelog write).
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let key = String::from_utf8(key.to_vec()).map_err(|_| "changelog key is not UTF-8".to_owned())?;
+        match value {
+            Some(bytes) => {
+                let value: V = serde_json::from_slice(bytes).map_err(|error| format!("changelog value for {key}: {error}"))?;
+                self.map.insert(key, value);
+            }
+            None => {
+                self.map.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<V: Serialize> KeyValueStore<V> for ChangelogStore<V> {
+    fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn put(&mut self, key: String, value: V) {
+        let bytes = serde_json::to_vec(&value).expect("store values serialize");
+        self.pending.push((key.clone(), Some(bytes)));
+        self.map.insert(key, value);
+    }
+
+    fn delete(&mut self, key: &str) {
+        if self.map.remove(key).is_some() {
+            self.pending.push((key.to_owned(), None));
+        }
+    }
+
+    fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String> {
+        self.map.iter().filter(|(_, v)| expired(v)).map(|(k, _)| k.clone()).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Anything restorable from a changelog partition.
+pub trait Restorable {
+    fn changelog(&self) -> (&str, i32);
+    fn apply_record(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+    fn entries(&self) -> usize;
+    fn store_name(&self) -> &str;
+}
+
+impl<V: Serialize + DeserializeOwned> Restorable for ChangelogStore<V> {
+    fn changelog(&self) -> (&str, i32) {
+        (&self.changelog_topic, self.partition)
+    }
+    fn apply_record(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        self.apply(key, value)
+    }
+    fn entries(&self) -> usize {
+        self.map.len()
+    }
+    fn store_name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("corrupt changelog {topic}/{partition}: {message}")]
+    Corrupt { topic: String, partition: i32, message: String },
+}
+
+/// Restores `stores` from their changelog partitions with `consumer` (read_committed, no group,
+/// `enable.partition.eof=true`). The partitions of one changelog topic are restored together,
+/// each read from the beginning until librdkafka reports its end (for read_committed: the last
+/// stable offset). Logs progress every few seconds.
+pub fn restore(consumer: &BaseConsumer<RestoreContext>, stores: &mut [&mut dyn Restorable]) -> Result<(), RestoreError> {
+    let mut topics: Vec<String> = stores.iter().map(|s| s.changelog().0.to_owned()).collect();
+    topics.sort();
+    topics.dedup();
+    for topic in topics {
+        let mut of_topic: Vec<&mut dyn Restorable> =
+            stores.iter_mut().filter(|s| s.changelog().0 == topic).map(|s| &mut **s as &mut dyn Restorable).collect();
+        restore_topic(consumer, &topic, &mut of_topic)?;
+    }
+    Ok(())
+}
+
+fn restore_topic(consumer: &BaseConsumer<RestoreContext>, topic: &str, stores: &mut [&mut dyn Restorable]) -> Result<(), RestoreError> {
+    let started = Instant::now();
+    let mut tpl = TopicPartitionList::new();
+    let mut by_partition: HashMap<i32, usize> = HashMap::new();
+    for (index, store) in stores.iter().enumerate() {
+        let partition = store.changelog().1;
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+        by_partition.insert(partition, index);
+    }
+    consumer.assign(&tpl)?;
+    let mut remaining: std::collections::HashSet<i32> = by_partition.keys().copied().collect();
+    let mut applied = 0u64;
+    let mut last_log = Instant::now();
+    while !remaining.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let Some(index) = by_partition.get(&message.partition()) else { continue };
+                stores[*index].apply_record(message.key().unwrap_or_default(), message.payload()).map_err(|text| RestoreError::Corrupt {
+                    topic: topic.to_owned(),
+                    partition: message.partition(),
+                    message: text,
+                })?;
+                applied += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                remaining.remove(&partition);
+            }
+            // Connection trouble is transient: librdkafka reconnects by itself.
+            Some(Err(error)) if is_transient(&error) => {
+                tracing::warn!(%error, topic, "Transient error while restoring; retrying.");
+            }
+            Some(Err(error)) => return Err(error.into()),
+            None => {}
+        }
+        if last_log.elapsed() > Duration::from_secs(5) {
+            tracing::info!(topic, applied, partitions_left = remaining.len(), elapsed_ms = started.elapsed().as_millis() as u64, "Restoring stores.");
+            last_log = Instant::now();
+        }
+    }
+    consumer.unassign()?;
+    let elapsed = started.elapsed();
+    for store in stores.iter() {
+        crate::metrics::STORE_RESTORE_DURATION.with_label_values(&[store.store_name()]).observe(elapsed.as_secs_f64());
+    }
+    let entries: usize = stores.iter().map(|s| s.entries()).sum();
+    tracing::info!(topic, partitions = stores.len(), records = applied, entries, elapsed_ms = elapsed.as_millis() as u64, "Stores restored.");
+    Ok(())
+}
+
+/// The restore consumer's context: end-of-partition is how restore knows it is done, not an
+/// error worth logging.
+pub struct RestoreContext;
+
+impl rdkafka::ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) && error.rdkafka_error_code() != Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(%error, reason, "Restore consumer error.");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RestoreContext {}
+
+/// Errors librdkafka recovers from on its own (it keeps reconnecting and fetching).
+fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::BrokerTransportFailure | Code::AllBrokersDown | Code::NetworkException | Code::RequestTimedOut | Code::OperationTimedOut | Code::LeaderNotAvailable | Code::NotLeaderForPartition)
+    )
+}

@@ -1,0 +1,69 @@
+//! Logging and tracing set-up: `RUST_LOG` filters, `LOG_FORMAT=json` switches to JSON lines.
+//!
+//! Trace ids: the ingress takes the W3C `traceparent` of the request (or makes one), records its
+//! trace id on the request span and writes it to the Kafka header `trace-id`; the processor puts
+//! it on its record span and into the output event and its headers. One webhook can therefore be
+//! followed from HTTP to the output topic by grepping one id.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Output format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. Logs go to stderr so stdout stays free for command output
+/// (`topology describe`, `dlq list`, the demo's decoded events).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // A second init (tests that start several components in one process) keeps the first.
+    let _ = result;
+}
+
+/// A new random W3C trace id (32 lower-case hex characters).
+pub fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The trace id inside a W3C `traceparent` header (`00-<32 hex trace id>-<16 hex span id>-<flags>`),
+/// if the header is well-formed and the id is not all zeros.
+pub fn trace_id_from_traceparent(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace_id, span_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && hex(span_id, 16)
+        && hex(flags, 2);
+    valid.then_some(trace_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_w3c_traceparent() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_from_traceparent(header), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+
+    #[test]
+    fn refuses_malformed_or_zero_ids() {
+        assert_eq!(trace_id_from_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_from_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_from_traceparent("garbage"), None);
+        assert_eq!(new_trace_id().len(), 32);
+    }
+}

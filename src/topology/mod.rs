@@ -1,0 +1,520 @@
+//! The topology: what the processor reads, does, keeps and writes — declared in a TOML file
+//! (`topologies/biometric.toml`), loaded and validated at start.
+//!
+//! - `spec.rs` is the file format as written (serde, unknown fields rejected);
+//! - this module validates it into a [`Topology`] the runtime can trust (every reference
+//!   resolves, parameters are in range, internal topic names derived), with errors that name the
+//!   line and the field;
+//! - `describe.rs` prints it as text, Mermaid or Graphviz, like Kafka Streams'
+//!   `Topology#describe()`.
+
+pub mod describe;
+pub mod spec;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+pub use spec::SourceFormat;
+use spec::{ProcessorSpec, TopicSettings, TopologySpec};
+use toml::Spanned;
+
+use crate::event::Vendor;
+
+/// A validated topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub application_id: String,
+    pub sources: Vec<Source>,
+    /// Processor names and types in order, for `describe`.
+    pub processors: Vec<(String, &'static str, Option<String>)>,
+    pub dedup: Option<DedupParams>,
+    pub thresholds: ThresholdParams,
+    pub baseline: Option<BaselineParams>,
+    pub stores: Vec<Store>,
+    pub routes: Vec<Route>,
+    pub event_sinks: Vec<String>,
+    pub pending_fetch_topic: String,
+    pub dlq_topic: String,
+    /// Every topic the topology needs, with the settings `topics create` applies.
+    pub topics: Vec<TopicSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub topic: String,
+    pub format: SourceFormat,
+    /// The internal topic this source is re-keyed through, if any.
+    pub repartition_topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DedupParams {
+    pub window_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdParams {
+    pub rmssd_critical_below_ms: f64,
+    pub rmssd_high_below_ms: f64,
+    pub sdnn_enabled: bool,
+    pub sdnn_critical_below_ms: f64,
+    pub sdnn_high_below_ms: f64,
+}
+
+impl Default for ThresholdParams {
+    /// The existing system's limits; SDNN judging off.
+    fn default() -> Self {
+        ThresholdParams {
+            rmssd_critical_below_ms: 25.0,
+            rmssd_high_below_ms: 40.0,
+            sdnn_enabled: false,
+            sdnn_critical_below_ms: 15.0,
+            sdnn_high_below_ms: 20.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BaselineParams {
+    pub recent_days: u32,
+    pub baseline_days: u32,
+    pub band_sd: f64,
+    pub min_recent_readings: u32,
+    pub min_history_days: u32,
+}
+
+impl Default for BaselineParams {
+    /// 7-day rolling mean against a 60-day baseline, band +/- 0.5 SD, at least 3 recent readings
+    /// and 14 days of history (see ARCHITECTURE.md for the method and its sources).
+    fn default() -> Self {
+        BaselineParams { recent_days: 7, baseline_days: 60, band_sd: 0.5, min_recent_readings: 3, min_history_days: 14 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub name: String,
+    pub changelog_topic: String,
+}
+
+/// Source vendor -> output topic; `vendor: None` matches every vendor.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub vendor: Option<Vendor>,
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic-level configs (`compression.type`, `retention.ms`, `cleanup.policy`, ...).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A topology file that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot read topology file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    Invalid { path: String, line: usize, field: String, message: String },
+}
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
+        Topology::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates topology text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Topology, TopologyError> {
+        Topology::parse_namespaced(text, origin, None)
+    }
+
+    /// Like [`Topology::parse`], with every topic name and the application id suffixed by
+    /// `-<namespace>`: several independent copies of the pipeline (a demo run, a test, a staging
+    /// tenant) can then share one cluster without seeing each other's records or state.
+    pub fn parse_namespaced(text: &str, origin: &str, namespace: Option<&str>) -> Result<Topology, TopologyError> {
+        let mut spec: TopologySpec =
+            toml::from_str(text).map_err(|error| TopologyError::Parse { path: origin.to_owned(), message: error.to_string() })?;
+        if let Some(namespace) = namespace.filter(|ns| !ns.is_empty()) {
+            let rename = |name: &mut String| *name = format!("{name}-{namespace}");
+            rename(&mut spec.application_id);
+            spec.sources.iter_mut().for_each(|source| rename(&mut source.topic));
+            spec.sinks.iter_mut().for_each(|sink| rename(&mut sink.topic));
+            rename(&mut spec.dlq.topic);
+            spec.topics = std::mem::take(&mut spec.topics).into_iter().map(|(name, settings)| (format!("{name}-{namespace}"), settings)).collect();
+        }
+        Validator { text, origin }.validate(spec)
+    }
+
+    /// The topic events of `vendor` are written to.
+    pub fn route(&self, vendor: Vendor) -> &str {
+        self.routes
+            .iter()
+            .find(|route| route.vendor.is_none_or(|v| v == vendor))
+            .map(|route| route.topic.as_str())
+            .expect("validation guarantees a catch-all route")
+    }
+
+    /// Topics the processor's consumer group subscribes to (sources, not repartition topics).
+    pub fn source_topics(&self) -> Vec<&str> {
+        self.sources.iter().map(|source| source.topic.as_str()).collect()
+    }
+
+    pub fn changelog_topic(&self, store: &str) -> Option<&str> {
+        self.stores.iter().find(|s| s.name == store).map(|s| s.changelog_topic.as_str())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicSpec> {
+        self.topics.iter().find(|topic| topic.name == name)
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn error<T>(&self, at: &Spanned<T>, field: &str, message: impl Into<String>) -> TopologyError {
+        self.error_at(at.span(), field, message)
+    }
+
+    fn error_at(&self, span: std::ops::Range<usize>, field: &str, message: impl Into<String>) -> TopologyError {
+        let offset = span.start.min(self.text.len());
+        let line = self.text[..offset].matches('\n').count() + 1;
+        TopologyError::Invalid { path: self.origin.to_owned(), line, field: field.to_owned(), message: message.into() }
+    }
+
+    fn unique<'s>(&self, names: impl Iterator<Item = &'s Spanned<String>>, what: &str) -> Result<(), TopologyError> {
+        let mut seen = HashSet::new();
+        for name in names {
+            if name.get_ref().trim().is_empty() {
+                return Err(self.error(name, &format!("{what}.name"), "must not be empty"));
+            }
+            if !seen.insert(name.get_ref().clone()) {
+                return Err(self.error(name, &format!("{what}.name"), format!("duplicate {what} name {:?}", name.get_ref())));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, spec: TopologySpec) -> Result<Topology, TopologyError> {
+        let app = spec.application_id.trim().to_owned();
+        if app.is_empty() || !app.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(TopologyError::Invalid {
+                path: self.origin.to_owned(),
+                line: 1,
+                field: "application_id".to_owned(),
+                message: "must be non-empty and use only letters, digits, '-', '_' or '.'".to_owned(),
+            });
+        }
+        self.unique(spec.sources.iter().map(|s| &s.name), "sources")?;
+        self.unique(spec.processors.iter().map(|p| &p.name), "processors")?;
+        self.unique(spec.stores.iter().map(|s| &s.name), "stores")?;
+        self.unique(spec.sinks.iter().map(|s| &s.name), "sinks")?;
+
+        let sources: Vec<Source> = spec
+            .sources
+            .iter()
+            .map(|s| Source {
+                name: s.name.get_ref().clone(),
+                topic: s.topic.clone(),
+                format: s.format,
+                repartition_topic: s.repartition.then(|| format!("{app}-{}-repartition", s.name.get_ref())),
+            })
+            .collect();
+        if !sources.iter().any(|s| s.format == SourceFormat::Ingress) {
+            return Err(TopologyError::Invalid {
+                path: self.origin.to_owned(),
+                line: 1,
+                field: "sources".to_owned(),
+                message: "at least one source with format = \"ingress\" is required".to_owned(),
+            });
+        }
+
+        let stores: Vec<spec::StoreSpec> = spec.stores;
+        let store_names: HashSet<&str> = stores.iter().map(|s| s.name.get_ref().as_str()).collect();
+        let mut used_stores = HashSet::new();
+        let mut dedup = None;
+        let mut thresholds = None;
+        let mut baseline = None;
+        let mut order = Vec::new();
+        let count = spec.processors.len();
+        for (index, processor) in spec.processors.iter().enumerate() {
+            let kind = self.processor_kind(processor, index, count)?;
+            if let Some(store) = &processor.store {
+                if !store_names.contains(store.get_ref().as_str()) {
+                    return Err(self.error(store, "processors.store", format!("no store named {:?} is declared", store.get_ref())));
+                }
+                if !used_stores.insert(store.get_ref().clone()) {
+                    return Err(self.error(store, "processors.store", format!("store {:?} is used by two processors", store.get_ref())));
+                }
+            }
+            match kind {
+                "dedup" => dedup = Some(self.dedup(processor)?),
+                "hrv-thresholds" => thresholds = Some(self.thresholds(processor)?),
+                "hrv-baseline" => baseline = Some(self.baseline(processor)?),
+                _ => {}
+            }
+            order.push((processor.name.get_ref().clone(), kind, processor.store.as_ref().map(|s| s.get_ref().clone())));
+        }
+        if count < 2 {
+            return Err(TopologyError::Invalid {
+                path: self.origin.to_owned(),
+                line: 1,
+                field: "processors".to_owned(),
+                message: "processors must start with normalize and end with route".to_owned(),
+            });
+        }
+        if let Some(unused) = stores.iter().find(|s| !used_stores.contains(s.name.get_ref())) {
+            return Err(self.error(&unused.name, "stores.name", format!("store {:?} is not used by any processor", unused.name.get_ref())));
+        }
+
+        // Sinks and routes.
+        let sink_topic = |name: &Spanned<String>| -> Result<String, TopologyError> {
+            spec.sinks
+                .iter()
+                .find(|s| s.name.get_ref() == name.get_ref())
+                .map(|s| s.topic.clone())
+                .ok_or_else(|| self.error(name, "routes.sink", format!("no sink named {:?} is declared", name.get_ref())))
+        };
+        let mut routes = Vec::new();
+        for route in &spec.routes {
+            let vendor = match route.vendor.get_ref().as_str() {
+                "*" => None,
+                slug => Some(Vendor::from_slug(slug).ok_or_else(|| {
+                    self.error(&route.vendor, "routes.vendor", format!("unknown vendor {slug:?} (terra, oura, whoop, apple-health or *)"))
+                })?),
+            };
+            routes.push(Route { vendor, topic: sink_topic(&route.sink)? });
+        }
+        if !routes.iter().any(|r| r.vendor.is_none()) {
+            return Err(TopologyError::Invalid {
+                path: self.origin.to_owned(),
+                line: 1,
+                field: "routes".to_owned(),
+                message: "a catch-all route (vendor = \"*\") is required so no event is left without a sink".to_owned(),
+            });
+        }
+        let pending_fetch = spec.sinks.iter().find(|s| s.name.get_ref() == "pending-fetch").ok_or_else(|| TopologyError::Invalid {
+            path: self.origin.to_owned(),
+            line: 1,
+            field: "sinks".to_owned(),
+            message: "a sink named \"pending-fetch\" is required (Oura/WHOOP notifications go there)".to_owned(),
+        })?;
+        let mut event_sinks: Vec<String> = routes.iter().map(|r| r.topic.clone()).collect();
+        event_sinks.dedup();
+
+        let stores: Vec<Store> = stores
+            .iter()
+            .map(|s| Store { name: s.name.get_ref().clone(), changelog_topic: format!("{app}-{}-changelog", s.name.get_ref()) })
+            .collect();
+
+        let topics = self.topics(&spec.topic_defaults, &spec.topics, &sources, &stores, &spec.sinks, &spec.dlq.topic)?;
+
+        Ok(Topology {
+            application_id: app,
+            sources,
+            processors: order,
+            dedup,
+            thresholds: thresholds.unwrap_or_default(),
+            baseline,
+            stores,
+            routes,
+            event_sinks,
+            pending_fetch_topic: pending_fetch.topic.clone(),
+            dlq_topic: spec.dlq.topic.clone(),
+            topics,
+        })
+    }
+
+    /// The processor's type, checked against its position and its parameters.
+    fn processor_kind(&self, p: &ProcessorSpec, index: usize, count: usize) -> Result<&'static str, TopologyError> {
+        const TYPES: &[(&str, &[&str])] = &[
+            ("normalize", &[]),
+            ("dedup", &["store", "window_days"]),
+            (
+                "hrv-thresholds",
+                &["rmssd_critical_below_ms", "rmssd_high_below_ms", "sdnn_enabled", "sdnn_critical_below_ms", "sdnn_high_below_ms"],
+            ),
+            ("hrv-baseline", &["store", "recent_days", "baseline_days", "band_sd", "min_recent_readings", "min_history_days"]),
+            ("route", &[]),
+        ];
+        let Some((kind, allowed)) = TYPES.iter().find(|(name, _)| *name == p.kind.get_ref().as_str()) else {
+            let known: Vec<&str> = TYPES.iter().map(|(name, _)| *name).collect();
+            return Err(self.error(&p.kind, "processors.type", format!("unknown type {:?} (one of {})", p.kind.get_ref(), known.join(", "))));
+        };
+        if (*kind == "normalize") != (index == 0) {
+            return Err(self.error(&p.kind, "processors.type", "normalize must be the first processor, and only the first"));
+        }
+        if (*kind == "route") != (index + 1 == count) {
+            return Err(self.error(&p.kind, "processors.type", "route must be the last processor, and only the last"));
+        }
+        for (field, span) in p.parameters() {
+            if !allowed.contains(&field) {
+                return Err(self.error_at(span, &format!("processors.{field}"), format!("not a parameter of type {kind:?}")));
+            }
+        }
+        if allowed.contains(&"store") && p.store.is_none() {
+            return Err(self.error(&p.name, "processors.store", format!("type {kind:?} needs a store")));
+        }
+        Ok(kind)
+    }
+
+    fn dedup(&self, p: &ProcessorSpec) -> Result<DedupParams, TopologyError> {
+        let days = p.window_days.as_ref().map_or(7, |d| *d.get_ref());
+        if days == 0 {
+            return Err(self.error(p.window_days.as_ref().expect("0 is only read from the file"), "processors.window_days", "must be at least 1"));
+        }
+        Ok(DedupParams { window_ms: i64::from(days) * 86_400_000 })
+    }
+
+    fn thresholds(&self, p: &ProcessorSpec) -> Result<ThresholdParams, TopologyError> {
+        let default = ThresholdParams::default();
+        let value = |field: &Option<Spanned<f64>>, fallback: f64| field.as_ref().map_or(fallback, |v| *v.get_ref());
+        let params = ThresholdParams {
+            rmssd_critical_below_ms: value(&p.rmssd_critical_below_ms, default.rmssd_critical_below_ms),
+            rmssd_high_below_ms: value(&p.rmssd_high_below_ms, default.rmssd_high_below_ms),
+            sdnn_enabled: p.sdnn_enabled.as_ref().is_some_and(|v| *v.get_ref()),
+            sdnn_critical_below_ms: value(&p.sdnn_critical_below_ms, default.sdnn_critical_below_ms),
+            sdnn_high_below_ms: value(&p.sdnn_high_below_ms, default.sdnn_high_below_ms),
+        };
+        for (method, critical, high) in [
+            ("rmssd", params.rmssd_critical_below_ms, params.rmssd_high_below_ms),
+            ("sdnn", params.sdnn_critical_below_ms, params.sdnn_high_below_ms),
+        ] {
+            if !(critical.is_finite() && high.is_finite() && critical > 0.0 && high > 0.0) {
+                return Err(self.error(&p.name, &format!("processors.{method}_*_below_ms"), "thresholds must be positive numbers"));
+            }
+            if critical >= high {
+                let field = format!("processors.{method}_critical_below_ms");
+                return Err(self.error(&p.name, &field, format!("the critical limit ({critical}) must be below the high limit ({high})")));
+            }
+        }
+        Ok(params)
+    }
+
+    fn baseline(&self, p: &ProcessorSpec) -> Result<BaselineParams, TopologyError> {
+        let default = BaselineParams::default();
+        let days = |field: &Option<Spanned<u32>>, fallback: u32| field.as_ref().map_or(fallback, |v| *v.get_ref());
+        let params = BaselineParams {
+            recent_days: days(&p.recent_days, default.recent_days),
+            baseline_days: days(&p.baseline_days, default.baseline_days),
+            band_sd: p.band_sd.as_ref().map_or(default.band_sd, |v| *v.get_ref()),
+            min_recent_readings: days(&p.min_recent_readings, default.min_recent_readings),
+            min_history_days: days(&p.min_history_days, default.min_history_days),
+        };
+        if params.recent_days == 0 || params.baseline_days <= params.recent_days {
+            return Err(self.error(&p.name, "processors.baseline_days", "baseline_days must exceed recent_days (both > 0)"));
+        }
+        if !(params.band_sd.is_finite() && params.band_sd > 0.0) {
+            return Err(self.error(&p.name, "processors.band_sd", "must be a positive number"));
+        }
+        if params.min_recent_readings == 0 || params.min_recent_readings > params.recent_days {
+            return Err(self.error(&p.name, "processors.min_recent_readings", "must be between 1 and recent_days"));
+        }
+        if params.min_history_days > params.baseline_days {
+            return Err(self.error(&p.name, "processors.min_history_days", "must not exceed baseline_days"));
+        }
+        Ok(params)
+    }
+
+    /// Every topic with its settings: declared ones from defaults + overrides, internal ones
+    /// derived (repartition and changelog topics get the ingress source's partition count so
+    /// partition p of each holds the same users).
+    fn topics(
+        &self,
+        defaults: &TopicSettings,
+        overrides: &BTreeMap<String, Spanned<TopicSettings>>,
+        sources: &[Source],
+        stores: &[Store],
+        sinks: &[spec::SinkSpec],
+        dlq: &str,
+    ) -> Result<Vec<TopicSpec>, TopologyError> {
+        let settings = |name: &str| -> TopicSettings {
+            let mut merged = defaults.clone();
+            if let Some(over) = overrides.get(name) {
+                let over = over.get_ref();
+                merged.partitions = over.partitions.or(merged.partitions);
+                merged.replication_factor = over.replication_factor.or(merged.replication_factor);
+                merged.compression = over.compression.clone().or(merged.compression);
+                merged.retention_ms = over.retention_ms.or(merged.retention_ms);
+            }
+            merged
+        };
+        let build = |name: &str, settings: TopicSettings, compact: bool| -> TopicSpec {
+            let mut configs = BTreeMap::new();
+            if let Some(compression) = settings.compression {
+                configs.insert("compression.type".to_owned(), compression);
+            }
+            if compact {
+                configs.insert("cleanup.policy".to_owned(), "compact".to_owned());
+            } else if let Some(retention) = settings.retention_ms {
+                configs.insert("retention.ms".to_owned(), retention.to_string());
+            }
+            TopicSpec {
+                name: name.to_owned(),
+                partitions: settings.partitions.unwrap_or(1),
+                replication_factor: settings.replication_factor.unwrap_or(1),
+                configs,
+            }
+        };
+
+        let mut declared: Vec<&str> = sources.iter().map(|s| s.topic.as_str()).collect();
+        declared.extend(sinks.iter().map(|s| s.topic.as_str()));
+        declared.push(dlq);
+        for (name, over) in overrides {
+            if !declared.contains(&name.as_str()) {
+                return Err(self.error(over, "topics", format!("topic {name:?} is not a source, sink or DLQ of this topology")));
+            }
+            let s = over.get_ref();
+            if s.partitions.is_some_and(|p| p < 1) || s.replication_factor.is_some_and(|r| r < 1) {
+                return Err(self.error(over, "topics.partitions", "partitions and replication_factor must be at least 1"));
+            }
+        }
+        if defaults.partitions.is_some_and(|p| p < 1) || defaults.replication_factor.is_some_and(|r| r < 1) {
+            return Err(TopologyError::Invalid {
+                path: self.origin.to_owned(),
+                line: 1,
+                field: "topic_defaults.partitions".to_owned(),
+                message: "partitions and replication_factor must be at least 1".to_owned(),
+            });
+        }
+
+        let mut topics: Vec<TopicSpec> = Vec::new();
+        let mut push = |spec: TopicSpec| {
+            if !topics.iter().any(|t| t.name == spec.name) {
+                topics.push(spec);
+            }
+        };
+        for name in &declared {
+            push(build(name, settings(name), false));
+        }
+        // Internal topics follow the (first) ingress source: stateful tasks are per partition.
+        let ingress = sources.iter().find(|s| s.format == SourceFormat::Ingress).expect("checked above");
+        let task_settings = settings(&ingress.topic);
+        for source in sources {
+            if let Some(repartition) = &source.repartition_topic {
+                push(build(repartition, task_settings.clone(), false));
+            }
+        }
+        for store in stores {
+            let mut changelog = task_settings.clone();
+            changelog.retention_ms = None;
+            push(build(&store.changelog_topic, changelog, true));
+        }
+        Ok(topics)
+    }
+}
+
+#[cfg(test)]
+mod tests;

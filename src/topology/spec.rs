@@ -1,0 +1,122 @@
+//! The topology file format (`topologies/*.toml`), exactly as written by users.
+//!
+//! Unknown fields are rejected so a typo is an error, not a silently ignored setting. Names that
+//! other entries refer to are [`Spanned`] so validation errors can point at the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    /// Consumer group id, transactional id prefix and prefix of internal topics.
+    pub application_id: String,
+    pub sources: Vec<SourceSpec>,
+    pub processors: Vec<ProcessorSpec>,
+    #[serde(default)]
+    pub stores: Vec<StoreSpec>,
+    pub sinks: Vec<SinkSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub dlq: DlqSpec,
+    pub topic_defaults: TopicSettings,
+    #[serde(default)]
+    pub topics: BTreeMap<String, Spanned<TopicSettings>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: Spanned<String>,
+    pub topic: String,
+    pub format: SourceFormat,
+    /// Re-key by vendor user through `<application_id>-<name>-repartition` before stateful steps.
+    #[serde(default)]
+    pub repartition: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceFormat {
+    /// Written by our ingress: vendor in the `vendor` header, keyed `<vendor>:<vendor user>`.
+    Ingress,
+    /// Terra's own Kafka destination: Terra webhook JSON, no usable key or headers.
+    Terra,
+}
+
+/// One processor. A flat table with a `type` rather than a tagged enum: serde's tagged enums
+/// buffer their content and lose the line numbers validation errors point at. Which parameters
+/// each type takes is checked by the validator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorSpec {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub store: Option<Spanned<String>>,
+    // dedup
+    pub window_days: Option<Spanned<u32>>,
+    // hrv-thresholds
+    pub rmssd_critical_below_ms: Option<Spanned<f64>>,
+    pub rmssd_high_below_ms: Option<Spanned<f64>>,
+    pub sdnn_enabled: Option<Spanned<bool>>,
+    pub sdnn_critical_below_ms: Option<Spanned<f64>>,
+    pub sdnn_high_below_ms: Option<Spanned<f64>>,
+    // hrv-baseline
+    pub recent_days: Option<Spanned<u32>>,
+    pub baseline_days: Option<Spanned<u32>>,
+    pub band_sd: Option<Spanned<f64>>,
+    pub min_recent_readings: Option<Spanned<u32>>,
+    pub min_history_days: Option<Spanned<u32>>,
+}
+
+impl ProcessorSpec {
+    /// The parameters that are set, by field name, with their line-bearing spans.
+    pub fn parameters(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut set = Vec::new();
+        macro_rules! collect {
+            ($($field:ident),*) => { $( if let Some(value) = &self.$field { set.push((stringify!($field), value.span())); } )* };
+        }
+        collect!(store, window_days, rmssd_critical_below_ms, rmssd_high_below_ms, sdnn_enabled, sdnn_critical_below_ms,
+            sdnn_high_below_ms, recent_days, baseline_days, band_sd, min_recent_readings, min_history_days);
+        set
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    pub name: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    pub name: Spanned<String>,
+    pub topic: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Vendor slug (`terra`, `oura`, `whoop`, `apple-health`) or `*`.
+    pub vendor: Spanned<String>,
+    pub sink: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqSpec {
+    pub topic: String,
+}
+
+/// Topic settings; every field optional so `[topics.x]` can override only some defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    pub partitions: Option<i32>,
+    pub replication_factor: Option<i32>,
+    pub compression: Option<String>,
+    pub retention_ms: Option<i64>,
+}

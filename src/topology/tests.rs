@@ -1,0 +1,98 @@
+//! Topology validation: the shipped file loads, and each kind of mistake is reported with its
+//! line and field.
+
+use super::*;
+
+const SHIPPED: &str = include_str!("../../topologies/biometric.toml");
+
+fn error_of(text: &str) -> String {
+    Topology::parse(text, "t.toml").expect_err("should be refused").to_string()
+}
+
+#[test]
+fn shipped_topology_is_valid() {
+    let topology = Topology::parse(SHIPPED, "biometric.toml").unwrap();
+    assert_eq!(topology.application_id, "biometric-bridge");
+    assert_eq!(topology.route(Vendor::Terra), "terra-biometric-events");
+    assert_eq!(topology.route(Vendor::Oura), "biometric-events");
+    assert_eq!(topology.route(Vendor::AppleHealth), "biometric-events");
+    assert_eq!(topology.dlq_topic, "raw-webhooks.dlq");
+    assert_eq!(topology.thresholds, ThresholdParams::default());
+    assert_eq!(topology.dedup, Some(DedupParams { window_ms: 7 * 86_400_000 }));
+
+    let events = topology.topic("terra-biometric-events").unwrap();
+    assert_eq!(events.partitions, 10);
+    assert_eq!(events.configs.get("compression.type").map(String::as_str), Some("snappy"));
+    let changelog = topology.topic("biometric-bridge-dedup-changelog").unwrap();
+    assert_eq!(changelog.configs.get("cleanup.policy").map(String::as_str), Some("compact"));
+    assert_eq!(changelog.partitions, topology.topic("raw-webhooks").unwrap().partitions);
+    assert!(topology.topic("biometric-bridge-terra-direct-repartition").is_some());
+    assert_eq!(topology.topic("raw-webhooks.dlq").unwrap().partitions, 1);
+}
+
+#[test]
+fn unknown_field_names_the_field_and_line() {
+    let text = SHIPPED.replace("window_days = 7", "window_dayz = 7");
+    let message = error_of(&text);
+    assert!(message.contains("window_dayz"), "{message}");
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn missing_store_names_line_and_field() {
+    let text = SHIPPED.replace("store = \"dedup\"", "store = \"dedupe\"");
+    let line = SHIPPED.lines().position(|l| l.contains("store = \"dedup\"")).unwrap() + 1;
+    let message = error_of(&text);
+    assert!(message.contains(&format!("t.toml:{line}: field `processors.store`")), "{message}");
+}
+
+#[test]
+fn inverted_thresholds_are_refused() {
+    let text = SHIPPED.replace("rmssd_critical_below_ms = 25.0", "rmssd_critical_below_ms = 45.0");
+    let message = error_of(&text);
+    assert!(message.contains("processors.rmssd_critical_below_ms"), "{message}");
+}
+
+#[test]
+fn unknown_vendor_in_route_is_refused() {
+    let text = SHIPPED.replace("vendor = \"terra\"", "vendor = \"fitbit\"");
+    let line = SHIPPED.lines().position(|l| l.contains("vendor = \"terra\"")).unwrap() + 1;
+    let message = error_of(&text);
+    assert!(message.contains(&format!("t.toml:{line}: field `routes.vendor`")), "{message}");
+}
+
+#[test]
+fn a_catch_all_route_is_required() {
+    let text = SHIPPED.replace("vendor = \"*\"", "vendor = \"oura\"");
+    assert!(error_of(&text).contains("catch-all"));
+}
+
+#[test]
+fn overrides_for_unknown_topics_are_refused() {
+    let text = format!("{SHIPPED}\n[topics.typo-topic]\npartitions = 3\n");
+    assert!(error_of(&text).contains("typo-topic"));
+}
+
+#[test]
+fn wrong_types_are_parse_errors_with_a_line() {
+    let text = SHIPPED.replace("window_days = 7", "window_days = \"seven\"");
+    let message = error_of(&text);
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn describe_renders_every_node_in_every_format() {
+    let topology = Topology::parse(SHIPPED, "biometric.toml").unwrap();
+    let text = describe::describe(&topology, describe::Format::Text);
+    assert!(text.contains("Sub-topology: 0"), "{text}");
+    assert!(text.contains("Sub-topology: 1"), "{text}");
+    assert!(text.contains("Source: webhooks (topics: [raw-webhooks])"), "{text}");
+    assert!(text.contains("Processor: dedup (stores: [dedup])"), "{text}");
+    assert!(text.contains("Sink: sink:terra-biometric-events (topic: terra-biometric-events)"), "{text}");
+    let mermaid = describe::describe(&topology, describe::Format::Mermaid);
+    assert!(mermaid.starts_with("flowchart LR"));
+    assert!(mermaid.contains("-.->"), "repartition edge joins the sub-topologies:\n{mermaid}");
+    let dot = describe::describe(&topology, describe::Format::Dot);
+    assert!(dot.starts_with("digraph"));
+    assert!(dot.contains("cylinder"));
+}

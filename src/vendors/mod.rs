@@ -1,0 +1,217 @@
+//! Vendors: one module per wearable integration, holding everything that is about that vendor.
+//!
+//! Each vendor module (`terra`, `oura`, `whoop`, `apple_health`) owns, side by side:
+//! - its **signature check** over the raw request bytes (used by the ingress),
+//! - the **routing key / delivery id** extraction (the smallest parse that finds them),
+//! - its **normalization** of a raw record into canonical [`BiometricEvent`]s (used by the
+//!   processor) — plain functions, no I/O, unit-tested against `tests/fixtures/<vendor>/`.
+//!
+//! This module defines the types they share and dispatches on [`Vendor`].
+
+pub mod apple_health;
+pub mod oura;
+pub mod signature;
+pub mod terra;
+pub mod time;
+pub mod whoop;
+
+use crate::event::{BiometricEvent, EventKind, Lineage, Priority, Vendor};
+
+/// A raw webhook record as the processor sees it: the exact body bytes the vendor sent plus the
+/// context the ingress recorded in Kafka headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RawInput<'a> {
+    pub vendor: Vendor,
+    /// The body, byte for byte as received.
+    pub body: &'a [u8],
+    /// When the ingress received it (ms since the epoch, UTC).
+    pub received_at_ms: i64,
+    /// The vendor's user id when the ingress already knows it (Apple Health: the bearer
+    /// token's user). `None` means: read it from the body.
+    pub vendor_user_id: Option<&'a str>,
+    pub delivery_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub source_topic: &'a str,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
+impl RawInput<'_> {
+    /// Lineage to stamp on every event produced from this record.
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
+            source_topic: self.source_topic.to_owned(),
+            source_partition: self.source_partition,
+            source_offset: self.source_offset,
+            delivery_id: self.delivery_id.map(str::to_owned),
+        }
+    }
+}
+
+/// What one raw record turns into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Biometric data. `user_id` is filled with the best id the payload itself gives (Terra's
+    /// `reference_id`) or the vendor-scoped fallback (`terra:<id>`); the processor replaces it
+    /// with the identity mapping when one exists. Triggers are not yet evaluated.
+    Events(Vec<BiometricEvent>),
+    /// A change to the identity mapping (Terra auth / deauth / user_reauth).
+    Identity(IdentityChange),
+    /// A notification-only vendor (Oura, WHOOP) told us data exists; it must be fetched from the
+    /// vendor API. The raw record goes unchanged to the `pending-fetch` topic.
+    PendingFetch(PendingFetch),
+    /// A record recognised as carrying no data for us (Terra `large_request_processing`,
+    /// `s3_payload`, `healthcheck`, a `*.deleted` notice, ...): logged and skipped, not an error.
+    Notice { kind: String, detail: String },
+}
+
+/// An update to the (vendor, vendor user id) -> user id mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityChange {
+    /// Link a vendor user to our user id.
+    Link { vendor: Vendor, vendor_user_id: String, user_id: String, provider: Option<String> },
+    /// The vendor user disconnected.
+    Unlink { vendor: Vendor, vendor_user_id: String },
+    /// The vendor replaced a user id (Terra `user_reauth`): later data uses the new id.
+    Rekey { vendor: Vendor, old_vendor_user_id: String, new_vendor_user_id: String, user_id: String, provider: Option<String> },
+}
+
+/// What must be fetched from a notification-only vendor's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingFetch {
+    pub vendor: Vendor,
+    pub vendor_user_id: String,
+    /// The vendor's data type (`sleep`, `daily_readiness`, `recovery`, ...).
+    pub data_type: String,
+    /// The vendor's record id to fetch.
+    pub object_id: String,
+    /// The API path to GET (relative to the vendor's API base), e.g. `/v2/usercollection/sleep/<id>`.
+    pub api_path: String,
+}
+
+/// Why a record could not be normalized. The class is stable (it becomes the `error-class`
+/// header of the dead-letter record); the message is for humans and never holds secrets.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("payload shape not understood: {0}")]
+    InvalidShape(String),
+    #[error("unsupported record type: {0}")]
+    UnsupportedType(String),
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+}
+
+impl NormalizeError {
+    /// Stable, bounded class name for headers and metric labels.
+    pub fn class(&self) -> &'static str {
+        match self {
+            NormalizeError::InvalidJson(_) => "invalid_json",
+            NormalizeError::InvalidShape(_) => "invalid_shape",
+            NormalizeError::UnsupportedType(_) => "unsupported_type",
+            NormalizeError::InvalidValue(_) => "invalid_value",
+        }
+    }
+}
+
+impl From<serde_json::Error> for NormalizeError {
+    fn from(error: serde_json::Error) -> Self {
+        match error.classify() {
+            serde_json::error::Category::Data => NormalizeError::InvalidShape(error.to_string()),
+            _ => NormalizeError::InvalidJson(error.to_string()),
+        }
+    }
+}
+
+/// Normalize one raw record of any vendor.
+pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
+    match input.vendor {
+        Vendor::Terra => terra::normalize(input),
+        Vendor::Oura => oura::normalize(input),
+        Vendor::Whoop => whoop::normalize(input),
+        Vendor::AppleHealth => apple_health::normalize(input),
+    }
+}
+
+/// The vendor user id a webhook body belongs to, found with the smallest parse that finds it.
+/// Used for the Kafka key (`<vendor>:<vendor user id>`) so one user's records keep their order on
+/// one partition. `None` when the body does not name a user (the record is still accepted).
+pub fn vendor_user_id(vendor: Vendor, body: &[u8]) -> Option<String> {
+    match vendor {
+        Vendor::Terra => terra::vendor_user_id(body),
+        Vendor::Oura => oura::vendor_user_id(body),
+        Vendor::Whoop => whoop::vendor_user_id(body),
+        // Apple Health bodies name no user: the bearer token does.
+        Vendor::AppleHealth => None,
+    }
+}
+
+/// The id of a user we could not map: scoped by vendor so it can never collide with ours.
+pub fn vendor_scoped_user_id(vendor: Vendor, vendor_user_id: &str) -> String {
+    format!("{}:{}", vendor.slug(), vendor_user_id)
+}
+
+/// Deterministic event id: UUIDv5 over vendor, kind and the vendor's natural key of the record.
+/// The same vendor record always gets the same id, whichever path or retry brought it.
+pub fn event_id(vendor: Vendor, kind: EventKind, natural_key: &str) -> String {
+    /// Our own namespace for v5 ids (a random v4 fixed once; never change it).
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2a8e_93d4_4b57_a1e0_5c7d_3b2f_9e41);
+    let name = format!("{}|{}|{}", vendor.symbol(), kind.symbol(), natural_key);
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// A new event carrying the fields every vendor fills the same way: ids, vendor, kind, times,
+/// lineage and trace id. Metrics start empty (`None`); triggers empty and priority `Normal` until
+/// the processor judges the event. `user_id` starts as the vendor-scoped fallback.
+pub fn base_event(
+    input: &RawInput<'_>,
+    kind: EventKind,
+    natural_key: &str,
+    vendor_user_id: &str,
+    measured_at: i64,
+) -> BiometricEvent {
+    BiometricEvent {
+        event_id: event_id(input.vendor, kind, natural_key),
+        user_id: vendor_scoped_user_id(input.vendor, vendor_user_id),
+        vendor: input.vendor,
+        vendor_user_id: vendor_user_id.to_owned(),
+        source_device: None,
+        kind,
+        vendor_record_id: None,
+        measured_at,
+        measured_until: None,
+        local_date: None,
+        received_at: input.received_at_ms,
+        hrv_rmssd_ms: None,
+        hrv_sdnn_ms: None,
+        hrv_window: None,
+        heart_rate_avg_bpm: None,
+        heart_rate_min_bpm: None,
+        heart_rate_max_bpm: None,
+        resting_heart_rate_bpm: None,
+        recovery_score: None,
+        readiness_score: None,
+        sleep_score: None,
+        sleep_total_seconds: None,
+        sleep_deep_seconds: None,
+        sleep_light_seconds: None,
+        sleep_rem_seconds: None,
+        sleep_awake_seconds: None,
+        time_in_bed_seconds: None,
+        sleep_efficiency_pct: None,
+        respiratory_rate_bpm: None,
+        spo2_pct: None,
+        skin_temp_celsius: None,
+        temperature_deviation_celsius: None,
+        steps: None,
+        distance_meters: None,
+        active_calories_kcal: None,
+        total_calories_kcal: None,
+        strain: None,
+        triggers: Vec::new(),
+        priority: Priority::Normal,
+        lineage: input.lineage(),
+        trace_id: input.trace_id.map(str::to_owned),
+    }
+}

@@ -1,0 +1,95 @@
+//! Oura API v2: webhooks are notifications only; the data is fetched from the API afterwards
+//! (vendors.md §2).
+//!
+//! - [`verify_signature`] / [`SIGNATURE_HEADERS`]: upper-case hex HMAC over timestamp + body
+//!   (§2.3), in `signature.rs`.
+//! - [`normalize`]: a `create`/`update` notification becomes a [`PendingFetch`] of
+//!   `/v2/usercollection/{data_type}/{object_id}`; a `delete` is a notice.
+//! - `api.rs`: the mappers of fetched API documents to events ([`map_api_record`] and one per
+//!   data type), used by the fetch step.
+
+mod api;
+mod signature;
+#[cfg(test)]
+mod tests;
+
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
+use super::{NormalizeError, Outcome, PendingFetch, RawInput};
+use crate::event::Vendor;
+
+pub use api::{
+    map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record,
+    map_api_sleep,
+};
+pub use signature::{SIGNATURE_HEADERS, verify_signature};
+
+/// The notification body (§2.1). All strings; `event_time` is not needed (the fetched record is
+/// the truth, and dedup happens on the record's `id`).
+#[derive(Deserialize)]
+struct Notification {
+    event_type: String,
+    data_type: String,
+    object_id: String,
+    user_id: String,
+}
+
+/// Oura sends no delivery id (§2.4); the ingress falls back to the body hash.
+pub fn delivery_id(_headers: &HeaderMap, _body: &[u8]) -> Option<String> {
+    None
+}
+
+/// Oura's opaque `user_id` of the notification.
+pub fn vendor_user_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UserRef {
+        user_id: String,
+    }
+    serde_json::from_slice::<UserRef>(body).ok().map(|user| user.user_id)
+}
+
+/// A notification to what must be fetched (`create`, `update`) or a notice (`delete`: there is
+/// nothing to fetch any more).
+pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
+    let notification: Notification = serde_json::from_slice(input.body)?;
+    match notification.event_type.as_str() {
+        "create" | "update" => {
+            let api_path = api_path(&notification.data_type, &notification.object_id)?;
+            Ok(Outcome::PendingFetch(PendingFetch {
+                vendor: Vendor::Oura,
+                vendor_user_id: notification.user_id,
+                data_type: notification.data_type,
+                object_id: notification.object_id,
+                api_path,
+            }))
+        }
+        // `kind` is a metric label, so it stays a constant; the vendor's strings go in the detail.
+        "delete" => Ok(Outcome::Notice {
+            kind: "delete".to_owned(),
+            detail: format!(
+                "{} record {} deleted at Oura; nothing to fetch",
+                notification.data_type, notification.object_id
+            ),
+        }),
+        other => Err(NormalizeError::UnsupportedType(format!("oura event_type {other}"))),
+    }
+}
+
+/// `/v2/usercollection/{data_type}/{object_id}`. The collection path is the data type except for
+/// `vo2_max`, served at `vO2_max` (§2.1). Both parts go into a URL fetched with the user's token,
+/// so they must be plain path segments.
+fn api_path(data_type: &str, object_id: &str) -> Result<String, NormalizeError> {
+    for segment in [data_type, object_id] {
+        if !is_path_segment(segment) {
+            return Err(NormalizeError::InvalidValue(format!("not a plain path segment: {segment:?}")));
+        }
+    }
+    let collection = if data_type == "vo2_max" { "vO2_max" } else { data_type };
+    Ok(format!("/v2/usercollection/{collection}/{object_id}"))
+}
+
+/// Letters, digits, `-` and `_` only: no `/`, `..`, `?` or `%` to steer the request elsewhere.
+fn is_path_segment(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}

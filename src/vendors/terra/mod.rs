@@ -1,0 +1,99 @@
+//! Terra, the aggregator: its webhooks carry the full normalised data in the body (vendors.md §1).
+//!
+//! - [`verify_signature`] / [`SIGNATURE_HEADERS`]: the `t=…,v1=…` HMAC scheme (§1.4), in
+//!   `signature.rs`.
+//! - [`delivery_id`] / [`vendor_user_id`]: the smallest parses the ingress needs for dedup and the
+//!   Kafka key.
+//! - [`normalize`]: dispatch on the envelope's `type`: data events become events (`data.rs`), the
+//!   connection lifecycle becomes identity changes (`identity.rs`), everything else recognised is
+//!   a notice.
+
+mod data;
+mod identity;
+mod signature;
+#[cfg(test)]
+mod tests;
+
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
+use super::{NormalizeError, Outcome, RawInput};
+
+pub use signature::{SIGNATURE_HEADERS, verify_signature};
+
+/// Terra's per-delivery id, stable across retries (§1.5). Chunks of a large request carry
+/// `<id>:chunk:<n>`, so they stay distinct.
+const TRACE_ID_HEADER: &str = "x-terra-trace-id";
+
+/// Types Terra documents that carry no biometric data for us, with why they are skipped.
+fn notice_reason(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "athlete" | "nutrition" | "menstruation" => "data type not used by this pipeline",
+        "large_request_processing" | "large_request_sending" | "processing" => {
+            "progress notice; the data follows in later events"
+        }
+        "s3_payload" | "s3_upload" => "ping-mode pointer to a payload stored by Terra",
+        "connection_error" | "permission_change" | "google_no_datasource" | "rate_limit_hit" => {
+            "connection status notice without data"
+        }
+        "healthcheck" => "destination health check",
+        _ => return None,
+    })
+}
+
+/// The TerraUser fields we use (§1.2). `user_id` names the *connection*, not the person:
+/// `reference_id` is our id, passed at auth time.
+#[derive(Debug, Deserialize)]
+struct TerraUser {
+    user_id: String,
+    provider: Option<String>,
+    reference_id: Option<String>,
+}
+
+impl TerraUser {
+    /// Our user id when Terra knows it (an empty string counts as unknown).
+    fn reference_id(&self) -> Option<&str> {
+        self.reference_id.as_deref().filter(|id| !id.is_empty())
+    }
+}
+
+/// The delivery id: the `x-terra-trace-id` header.
+pub fn delivery_id(headers: &HeaderMap, _body: &[u8]) -> Option<String> {
+    super::signature::header(headers, &[TRACE_ID_HEADER]).map(str::to_owned)
+}
+
+/// The Terra user id of a webhook: `user.user_id`, or `new_user.user_id` for `user_reauth` (whose
+/// later data arrives under the new id, so its records belong with the new key).
+pub fn vendor_user_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UserRef {
+        user_id: String,
+    }
+    #[derive(Deserialize)]
+    struct Keys {
+        user: Option<UserRef>,
+        new_user: Option<UserRef>,
+    }
+    let keys: Keys = serde_json::from_slice(body).ok()?;
+    keys.user.or(keys.new_user).map(|user| user.user_id)
+}
+
+/// Normalizes one Terra webhook body (see the module docs for the dispatch).
+pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let head: Head = serde_json::from_slice(input.body)?;
+    match head.kind.as_str() {
+        "sleep" | "daily" | "body" | "activity" => data::normalize(&head.kind, input).map(Outcome::Events),
+        "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => {
+            identity::normalize(&head.kind, input.body)
+        }
+        kind => match notice_reason(kind) {
+            Some(reason) => Ok(Outcome::Notice { kind: head.kind, detail: reason.to_owned() }),
+            None => Err(NormalizeError::UnsupportedType(format!("terra {kind}"))),
+        },
+    }
+}

@@ -1,0 +1,60 @@
+//! Terra's webhook signature (vendors.md §1.4): header `terra-signature: t=<unix s>,v1=<hex>`,
+//! HMAC-SHA256 over `t + "." + raw body`.
+
+use axum::http::HeaderMap;
+
+use crate::vendors::signature::{
+    SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac,
+};
+
+/// The documented name. Terra currently sends the same value as `X-Terra-Signature` too (plus the
+/// deprecated `Terra-Signature`); header names are case-insensitive.
+const HEADER: &str = "terra-signature";
+const ALIASES: &[&str] = &["x-terra-signature"];
+
+/// Copied onto the Kafka record for audit.
+pub const SIGNATURE_HEADERS: &[&str] = &["terra-signature", "x-terra-signature"];
+
+/// Checks the `v1` MAC and the timestamp's freshness. Only `v1` entries count: other schemes
+/// (`v0=…`) are ignored, so an attacker cannot force a downgrade by stripping `v1`. Several `v1`
+/// entries (secret rotation) pass if any matches.
+pub fn verify_signature(headers: &HeaderMap, body: &[u8], ctx: &VerifyContext<'_>) -> Result<(), SignatureError> {
+    let value = required_header(headers, HEADER, ALIASES)?;
+    let signed = SignedValue::parse(value)?;
+    let signed_at = parse_timestamp(signed.timestamp, HEADER)?;
+    let parts: [&[u8]; 3] = [signed.timestamp.as_bytes(), b".", body];
+    if !signed.macs.iter().any(|mac| verify_mac(ctx.secret, &parts, mac).is_ok()) {
+        return Err(SignatureError::Mismatch);
+    }
+    check_freshness(signed_at, ctx)
+}
+
+/// The parsed header value: the timestamp exactly as sent (it is part of the signed message) and
+/// the decoded `v1` MACs.
+struct SignedValue<'a> {
+    timestamp: &'a str,
+    macs: Vec<Vec<u8>>,
+}
+
+impl<'a> SignedValue<'a> {
+    fn parse(value: &'a str) -> Result<Self, SignatureError> {
+        let malformed = SignatureError::Malformed(HEADER);
+        let mut timestamp = None;
+        let mut macs = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            let (key, entry) = item.split_once('=').ok_or(malformed.clone())?;
+            match key {
+                // Two timestamps would make "the" signed message ambiguous.
+                "t" if timestamp.is_some() => return Err(malformed),
+                "t" => timestamp = Some(entry),
+                // `hex` accepts either case.
+                "v1" => macs.push(hex::decode(entry).map_err(|_| malformed.clone())?),
+                _ => {}
+            }
+        }
+        match timestamp {
+            Some(timestamp) if !macs.is_empty() => Ok(SignedValue { timestamp, macs }),
+            _ => Err(malformed),
+        }
+    }
+}

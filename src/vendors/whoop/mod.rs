@@ -1,0 +1,87 @@
+//! WHOOP API v2: webhooks are notifications only; the data is fetched from the API afterwards
+//! (vendors.md §3).
+//!
+//! - [`verify_signature`] / [`SIGNATURE_HEADERS`]: base64 HMAC over a millisecond timestamp +
+//!   body (§3.3), in `signature.rs`.
+//! - [`normalize`]: a `*.updated` notification becomes a [`PendingFetch`]; `*.deleted` is a notice.
+//! - `api.rs`: the mappers of fetched API records to events ([`map_api_record`] and one per
+//!   record type), used by the fetch step.
+
+mod api;
+mod signature;
+#[cfg(test)]
+mod tests;
+
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
+use super::{NormalizeError, Outcome, PendingFetch, RawInput};
+use crate::event::Vendor;
+
+pub use api::{map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path};
+pub use signature::{SIGNATURE_HEADERS, verify_signature};
+
+/// The notification body (§3.1). `id` is a UUID in v2 (an integer in the retired v1).
+#[derive(Deserialize)]
+struct Notification {
+    user_id: i64,
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// The body's `trace_id`: WHOOP's advice for spotting duplicate deliveries (§3.4).
+pub fn delivery_id(_headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Trace {
+        trace_id: String,
+    }
+    serde_json::from_slice::<Trace>(body).ok().map(|trace| trace.trace_id)
+}
+
+/// WHOOP's integer `user_id`, as a string.
+pub fn vendor_user_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UserRef {
+        user_id: i64,
+    }
+    serde_json::from_slice::<UserRef>(body).ok().map(|user| user.user_id.to_string())
+}
+
+/// A notification to what must be fetched, or a notice for deletions. WHOOP sends creations as
+/// `*.updated` too (§3.1).
+pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
+    let notification: Notification = serde_json::from_slice(input.body)?;
+    let (data_type, collection) = match notification.kind.as_str() {
+        "sleep.updated" => ("sleep", "sleep"),
+        "workout.updated" => ("workout", "workout"),
+        // There is no `GET /v2/recovery/{id}`, and a recovery notification's `id` is the SLEEP's
+        // id (§3.1). The fetch is therefore two steps: GET this sleep, read its `cycle_id`
+        // ([`recovery_api_path`]), then GET `/v2/cycle/{cycle_id}/recovery` and map that with
+        // `map_api_record("recovery", …)`.
+        "recovery.updated" => ("recovery", "sleep"),
+        "sleep.deleted" | "workout.deleted" | "recovery.deleted" => {
+            return Ok(Outcome::Notice {
+                kind: notification.kind,
+                detail: format!("record {} deleted at WHOOP; nothing to fetch", notification.id),
+            });
+        }
+        other => return Err(NormalizeError::UnsupportedType(format!("whoop {other}"))),
+    };
+    if !is_path_segment(&notification.id) {
+        return Err(NormalizeError::InvalidValue(format!("not a plain path segment: {:?}", notification.id)));
+    }
+    Ok(Outcome::PendingFetch(PendingFetch {
+        vendor: Vendor::Whoop,
+        vendor_user_id: notification.user_id.to_string(),
+        data_type: data_type.to_owned(),
+        api_path: format!("/v2/activity/{collection}/{}", notification.id),
+        object_id: notification.id,
+    }))
+}
+
+/// Letters, digits, `-` and `_` only: the id goes into a URL fetched with the user's token, so no
+/// `/`, `..`, `?` or `%` may steer the request elsewhere.
+fn is_path_segment(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}

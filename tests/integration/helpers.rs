@@ -1,0 +1,249 @@
+//! Test harness: the real stack (Kafka, schema registry, PostgreSQL, Redis from
+//! `scripts/stack up`), isolated per test by unique topic names, application id and group.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use biometric_bridge::config::KafkaArgs;
+use biometric_bridge::event::BiometricEvent;
+use biometric_bridge::topology::Topology;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn bootstrap() -> String {
+    env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+}
+pub fn registry_url() -> String {
+    env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7")
+}
+pub fn database_url() -> String {
+    env_or("DATABASE_URL", "postgres://bridge:bridge@127.0.0.1:5432/biometric_bridge")
+}
+pub fn redis_url() -> String {
+    env_or("REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+pub fn kafka_args() -> KafkaArgs {
+    KafkaArgs { bootstrap_servers: bootstrap(), kafka_options: Vec::new() }
+}
+
+/// Fails the test at once, saying how to start the stack, when a component does not answer.
+/// Never a silent skip: CI must not pass without testing.
+pub fn require_stack() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        let mut missing = Vec::new();
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("client");
+        if let Err(error) = consumer.fetch_metadata(None, Duration::from_secs(5)) {
+            missing.push(format!("Kafka at {} ({error})", bootstrap()));
+        }
+        let registry = format!("{}/subjects", registry_url());
+        if std::process::Command::new("curl").args(["-fsS", "-o", "/dev/null", "--max-time", "5", &registry]).status().map_or(true, |s| !s.success()) {
+            missing.push(format!("schema registry at {}", registry_url()));
+        }
+        for (name, addr) in [("PostgreSQL", "127.0.0.1:5432"), ("Redis", "127.0.0.1:6379")] {
+            if std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_err() {
+                missing.push(format!("{name} at {addr}"));
+            }
+        }
+        if missing.is_empty() { Ok(()) } else { Err(missing.join(", ")) }
+    });
+    if let Err(missing) = result {
+        panic!("the local stack is not up: {missing} did not answer. Start it with `scripts/stack up` (or run `scripts/test`, which does).");
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// A copy of the shipped topology with every topic and the application id made unique.
+pub struct TestTopology {
+    pub id: String,
+    pub path: PathBuf,
+    pub topology: Topology,
+    pub partitions: i32,
+}
+
+impl TestTopology {
+    pub async fn create(partitions: i32) -> TestTopology {
+        Self::create_with(partitions, |text| text).await
+    }
+
+    /// `edit` may change the topology text further (thresholds, stores) before names are made unique.
+    pub async fn create_with(partitions: i32, edit: impl FnOnce(String) -> String) -> TestTopology {
+        require_stack();
+        let id = unique("t");
+        let mut text = edit(biometric_bridge::runtime::DEFAULT_TOPOLOGY.to_owned());
+        text = text.replace("application_id = \"biometric-bridge\"", &format!("application_id = \"bb-{id}\""));
+        for topic in ["raw-webhooks.dlq", "raw-webhooks", "terra-direct", "terra-biometric-events", "biometric-events", "pending-fetch"] {
+            text = text.replace(&format!("topic = \"{topic}\""), &format!("topic = \"{topic}-{id}\""));
+            text = text.replace(&format!("[topics.{topic}]"), &format!("[topics.\"{topic}-{id}\"]"));
+            text = text.replace(&format!("[topics.\"{topic}\"]"), &format!("[topics.\"{topic}-{id}\"]"));
+        }
+        text = text.replace("partitions = 10", &format!("partitions = {partitions}"));
+        let path = std::env::temp_dir().join(format!("bb-topology-{id}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let topology = Topology::load(&path).unwrap();
+        biometric_bridge::kafka::admin::ensure_topics(&kafka_args(), &topology.topics).await.expect("create test topics");
+        TestTopology { id, path, topology, partitions }
+    }
+
+    pub fn topic(&self, base: &str) -> String {
+        format!("{base}-{}", self.id)
+    }
+}
+
+/// A processor child process, killed when dropped.
+pub struct ProcessorGuard {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for ProcessorGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ProcessorGuard {
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+pub fn spawn_processor(topology: &TestTopology, instance: &str, extra_env: &[(&str, &str)]) -> ProcessorGuard {
+    let log = std::env::temp_dir().join(format!("bb-processor-{}-{instance}.log", topology.id));
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
+    command
+        .args(["process", "--topology"])
+        .arg(&topology.path)
+        .args(["--instance-id", instance, "--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", std::env::var("TEST_PROCESSOR_LOG").unwrap_or_else(|_| "info".into()))
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+        .env("SCHEMA_REGISTRY_URL", registry_url())
+        .env("DATABASE_URL", database_url())
+        .stdout(Stdio::null())
+        .stderr(file);
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    ProcessorGuard { child: command.spawn().expect("spawn processor"), log }
+}
+
+/// A decoded output event with its record metadata.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub key: Option<String>,
+    pub headers: HashMap<String, String>,
+    pub event: BiometricEvent,
+    pub schema_id: u32,
+}
+
+/// Reads `topics` from the beginning with a read_committed consumer, decoding through the
+/// registry, until `expected` events arrived or `timeout` passed.
+pub async fn read_events(topics: &[String], expected: usize, timeout: Duration) -> Vec<Received> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("test-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).unwrap();
+    let decoder = AvroDecoder::new(SrSettings::new(registry_url()));
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+        let Some(Ok(message)) = polled else { continue };
+        let payload = message.payload().unwrap().to_vec();
+        let decoded = decoder.decode(Some(&payload)).await.expect("decodes through the registry");
+        let event: BiometricEvent = apache_avro::from_value(&decoded.value).expect("decodes into BiometricEvent");
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .unwrap_or_default();
+        out.push(Received {
+            topic: message.topic().to_owned(),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+            event,
+            schema_id: u32::from_be_bytes(payload[1..5].try_into().unwrap()),
+        });
+    }
+    out
+}
+
+/// Raw records (any topic) read_committed from the beginning.
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub fn read_raw(topic: &str, expected: usize, timeout: Duration) -> Vec<RawRecord> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("test-raw-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        out.push(RawRecord {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers: message
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default(),
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+    }
+    out
+}
+
+/// `t=<now>,v1=<hex hmac>` over `t.body`.
+pub fn terra_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+pub const TERRA_SECRET: &str = "terra_test_signing_secret_DO_NOT_USE";

@@ -1,0 +1,57 @@
+//! An in-process ingress bound to port 0, for the tests.
+
+use std::net::SocketAddr;
+
+use biometric_bridge::ingress::auth::VendorSecrets;
+use biometric_bridge::ingress::{Ingress, IngressArgs};
+use biometric_bridge::secret::Secret;
+use biometric_bridge::shutdown::CancellationToken;
+use clap::Parser;
+
+use super::helpers;
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    args: IngressArgs,
+}
+
+pub struct TestIngress {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub client: reqwest::Client,
+}
+
+impl TestIngress {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+pub fn test_secrets() -> VendorSecrets {
+    VendorSecrets {
+        terra: Some(Secret::new(helpers::TERRA_SECRET)),
+        oura: Some(Secret::new("oura_test_client_secret_DO_NOT_USE")),
+        whoop: Some(Secret::new("whoop_test_client_secret_DO_NOT_USE")),
+        oura_verification_token: Some(Secret::new("oura-verification-token-for-tests")),
+    }
+}
+
+/// Starts an ingress writing to `raw_topic`; `extra` are more command-line flags.
+pub async fn spawn_ingress(raw_topic: &str, secrets: VendorSecrets, extra: &[&str]) -> TestIngress {
+    helpers::require_stack();
+    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic];
+    argv.extend_from_slice(extra);
+    let args = Wrapper::parse_from(argv).args;
+    let ingress = Ingress::build(&args, secrets).await.expect("ingress builds");
+    let addr = ingress.local_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(ingress.run_until_stopped(shutdown.clone()));
+    TestIngress { addr, shutdown, handle, client: reqwest::Client::new() }
+}
