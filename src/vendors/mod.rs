@@ -11,6 +11,8 @@
 pub mod apple_health;
 pub mod oura;
 pub mod signature;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod terra;
 pub mod time;
 pub mod whoop;

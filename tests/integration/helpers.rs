@@ -247,3 +247,23 @@ pub fn fixture(path: &str) -> Vec<u8> {
 }
 
 pub const TERRA_SECRET: &str = "terra_test_signing_secret_DO_NOT_USE";
+
+/// Decodes a Confluent wire-format value with Python fastavro (tests/tools/decode_confluent.py).
+/// `scripts/test` provides the interpreter in BRIDGE_TEST_PYTHON; without it the test fails with
+/// instructions (never skips).
+pub fn decode_with_fastavro(value: &[u8]) -> serde_json::Value {
+    let python = std::env::var("BRIDGE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = Command::new(&python).args(["-c", "import fastavro"]).status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "fastavro is not importable by {python}: run the tests with `scripts/test` (it installs it in .stack/venv), \
+         or set BRIDGE_TEST_PYTHON to a Python with fastavro"
+    );
+    let path = std::env::temp_dir().join(format!("bb-value-{}.bin", uuid::Uuid::new_v4()));
+    std::fs::write(&path, value).unwrap();
+    let script = format!("{}/tests/tools/decode_confluent.py", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(&python).arg(script).arg(&path).arg(registry_url()).output().expect("run python");
+    let _ = std::fs::remove_file(&path);
+    assert!(output.status.success(), "fastavro decode failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("decoder prints JSON")
+}

@@ -64,5 +64,21 @@ async fn signed_terra_sleep_comes_out_as_a_decoded_event() {
     assert_eq!(received.headers["user-id"], "athlete-0042");
     assert_eq!(received.headers["trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 
+    // An independent Avro implementation (Python fastavro, schema fetched from the registry by
+    // the id in the value) reads the same bytes the same way.
+    let raw_event = helpers::read_raw(&topology.topic("terra-biometric-events"), 1, Duration::from_secs(20));
+    let decoded = helpers::decode_with_fastavro(&raw_event[0].payload);
+    let record = &decoded["record"];
+    assert_eq!(decoded["schema_id"].as_u64(), Some(u64::from(received.schema_id)));
+    assert_eq!(record["event_id"], event.event_id.as_str());
+    assert_eq!(record["user_id"], "athlete-0042");
+    assert_eq!(record["vendor"], "TERRA");
+    assert_eq!(record["kind"], "SLEEP");
+    assert_eq!(record["hrv_rmssd_ms"], 19.2);
+    assert_eq!(record["measured_at"].as_i64(), Some(event.measured_at));
+    assert_eq!(record["priority"], "CRITICAL");
+    assert_eq!(record["triggers"][0]["severity"], "CRITICAL");
+    assert_eq!(record["lineage"]["source_topic"], raw_topic.as_str());
+
     ingress.stop().await;
 }

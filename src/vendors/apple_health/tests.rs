@@ -2,7 +2,7 @@
 
 use super::{normalize, vendor_user_id};
 use crate::event::{BiometricEvent, EventKind, HrvWindow, Vendor};
-use crate::vendors::signature::test_support::{raw_input, replaced};
+use crate::vendors::test_support::{raw_input, replaced};
 use crate::vendors::{NormalizeError, Outcome, RawInput, event_id};
 
 const METRICS: &[u8] = include_bytes!("../../../tests/fixtures/apple_healthkit/hae_metrics.json");

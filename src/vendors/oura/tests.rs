@@ -8,7 +8,7 @@ use super::{
 };
 use crate::event::{EventKind, HrvWindow, Vendor};
 use crate::vendors::signature::SignatureError;
-use crate::vendors::signature::test_support::{context, header_map, mac, one, raw_input, replaced, tampered, vector};
+use crate::vendors::test_support::{context, header_map, mac, one, raw_input, replaced, tampered, vector};
 use crate::vendors::{Outcome, PendingFetch, RawInput, event_id};
 
 const WEBHOOK_SLEEP_CREATE: &[u8] = include_bytes!("../../../tests/fixtures/oura/webhook_sleep_create.json");

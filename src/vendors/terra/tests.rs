@@ -5,7 +5,7 @@ use axum::http::HeaderMap;
 use super::{delivery_id, normalize, vendor_user_id, verify_signature};
 use crate::event::{BiometricEvent, EventKind, HrvWindow, Priority, Vendor};
 use crate::vendors::signature::SignatureError;
-use crate::vendors::signature::test_support::{context, header_map, mac, raw_input, replaced, tampered, vector};
+use crate::vendors::test_support::{context, header_map, mac, raw_input, replaced, tampered, vector};
 use crate::vendors::{IdentityChange, NormalizeError, Outcome, RawInput, event_id};
 
 const SLEEP: &[u8] = include_bytes!("../../../tests/fixtures/terra/sleep.json");

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::event::{EventKind, HrvWindow, Vendor};
 use crate::vendors::signature::SignatureError;
-use crate::vendors::signature::test_support::{context, header_map, mac, one, raw_input, replaced, tampered, vector};
+use crate::vendors::test_support::{context, header_map, mac, one, raw_input, replaced, tampered, vector};
 use crate::vendors::{Outcome, PendingFetch, RawInput, event_id};
 
 const WEBHOOK_RECOVERY_UPDATED: &[u8] = include_bytes!("../../../tests/fixtures/whoop/webhook_recovery_updated.json");
