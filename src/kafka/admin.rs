@@ -70,13 +70,23 @@ pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::R
 /// Differences between the topic on the broker and its spec.
 async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec) -> anyhow::Result<Vec<String>> {
     let mut drift = Vec::new();
-    let metadata = admin.inner().fetch_metadata(Some(&spec.name), Duration::from_secs(10))?;
+    // A topic created a moment ago may not be in the broker's metadata yet: ask again briefly.
+    let mut attempts = 0;
+    let metadata = loop {
+        let metadata = admin.inner().fetch_metadata(Some(&spec.name), Duration::from_secs(10))?;
+        let error = metadata.topics().iter().find(|t| t.name() == spec.name).and_then(|t| t.error());
+        match error.map(RDKafkaErrorCode::from) {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::LeaderNotAvailable) if attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some(code) => anyhow::bail!("topic {}: {code}", spec.name),
+            None => break metadata,
+        }
+    };
     let Some(topic) = metadata.topics().iter().find(|t| t.name() == spec.name) else {
         anyhow::bail!("topic {} is not in the broker's metadata", spec.name);
     };
-    if let Some(error) = topic.error() {
-        anyhow::bail!("topic {}: {:?}", spec.name, RDKafkaErrorCode::from(error));
-    }
     let partitions = topic.partitions().len() as i32;
     if partitions != spec.partitions {
         drift.push(format!("has {partitions} partitions, the topology says {}", spec.partitions));

@@ -258,9 +258,6 @@ impl Engine {
             if let Some(received_at) = crate::kafka::headers::get(record.headers, crate::kafka::headers::RECEIVED_AT).and_then(|v| v.parse().ok()) {
                 task.stream_time_ms = task.stream_time_ms.max(received_at);
             }
-            for (topic, partition, (key, value)) in task.drain_changelog() {
-                send_changelog(&self.producer, &topic, partition, &key, value.as_deref()).map_err(Err)?;
-            }
         }
         self.txn.offsets.insert((record.topic.to_owned(), record.partition), record.offset + 1);
         self.txn.records += 1;
@@ -275,27 +272,32 @@ impl Engine {
         send_with_backpressure(&self.producer, record)
     }
 
-    /// Expires old dedup ids (tombstones go into the open transaction).
-    fn purge_expired(&mut self) -> Result<(), TxnError> {
-        let Some(params) = self.pipeline.topology().dedup else { return Ok(()) };
-        let mut changelog = Vec::new();
+    /// Expires old dedup ids, then sends every store's changed keys to its changelog (inside the
+    /// open transaction, just before the offsets).
+    fn flush_stores(&mut self) -> Result<(), TxnError> {
+        if let Some(params) = self.pipeline.topology().dedup {
+            self.purge_expired(params.window_ms);
+        }
+        let changelog: Vec<_> = self.tasks.values_mut().flat_map(Task::drain_changelog).collect();
+        for (topic, partition, (key, value)) in changelog {
+            send_changelog(&self.producer, &topic, partition, &key, value.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn purge_expired(&mut self, window_ms: i64) {
         for task in self.tasks.values_mut() {
             if task.stream_time_ms == i64::MIN || task.stream_time_ms.saturating_sub(task.last_purge_ms) < PURGE_EVERY_MS {
                 continue;
             }
             task.last_purge_ms = task.stream_time_ms;
             if let Some(store) = task.dedup.as_mut() {
-                let purged = crate::processor::dedup::purge(store, task.stream_time_ms, params.window_ms);
+                let purged = crate::processor::dedup::purge(store, task.stream_time_ms, window_ms);
                 if purged > 0 {
                     tracing::debug!(partition = task.partition, purged, "Expired de-duplication ids.");
                 }
             }
-            changelog.extend(task.drain_changelog());
         }
-        for (topic, partition, (key, value)) in changelog {
-            send_changelog(&self.producer, &topic, partition, &key, value.as_deref())?;
-        }
-        Ok(())
     }
 
     /// Commits the open transaction (offsets included). Retriable errors are retried here.
@@ -303,8 +305,8 @@ impl Engine {
         if self.txn.started.is_none() {
             return Ok(());
         }
-        self.purge_expired()?;
         let started = Instant::now();
+        self.flush_stores()?;
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.txn.offsets {
             offsets

@@ -66,6 +66,12 @@ pub struct ProcessArgs {
     #[arg(long, env = "TRANSACTION_TIMEOUT_MS", default_value_t = 30_000)]
     pub transaction_timeout_ms: u64,
 
+    /// Consumer `session.timeout.ms`: how long the group waits for a silent (crashed) instance
+    /// before giving its partitions to others. A restarted instance with the same id takes its
+    /// partitions back at once (static membership), whatever this is.
+    #[arg(long, env = "SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
+
     /// Where to serve `GET /metrics`.
     #[arg(long, env = "PROCESSOR_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
@@ -169,6 +175,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
 
     let kafka = &args.kafka;
     let transaction_timeout = args.transaction_timeout_ms.to_string();
+    let session_timeout = args.session_timeout_ms.to_string();
     let consumer: BaseConsumer<RuntimeContext> = kafka
         .config_with(&[
             ("group.id", &topology.application_id),
@@ -179,7 +186,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "cooperative-sticky"),
-            ("session.timeout.ms", "30000"),
+            ("session.timeout.ms", &session_timeout),
             ("statistics.interval.ms", "5000"),
         ])
         .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
