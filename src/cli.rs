@@ -4,8 +4,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DatabaseArgs, KafkaArgs, RegistryArgs};
 use crate::ingress::IngressArgs;
-use crate::runtime::{ProcessArgs, TopologyArgs};
+use crate::runtime::ProcessArgs;
 use crate::telemetry::LogFormat;
+use crate::topology::TopologyArgs;
 use crate::topology::describe::Format;
 
 /// Wearable webhooks in, clean exactly-once Kafka biometric event streams out.
@@ -46,12 +47,32 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Run a sink that copies output events elsewhere, exactly once.
+    Sink {
+        #[command(subcommand)]
+        command: SinkCommand,
+    },
+    /// Inspect and replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: crate::dlq::DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SinkCommand {
+    /// Write output events to the PostgreSQL table `biometric_events`, exactly once.
+    Postgres(crate::sink::postgres::SinkArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
     /// Create every topic the topology needs; report drift of existing ones as an error.
     Create {
+        /// Set the topology's topic configs on existing topics that differ (AlterConfigs).
+        /// Partition-count drift is still an error.
+        #[arg(long)]
+        apply_configs: bool,
         #[command(flatten)]
         kafka: KafkaArgs,
         #[command(flatten)]

@@ -37,9 +37,8 @@ impl KafkaArgs {
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
-    let (key, value) = raw
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {:?}", raw.split('=').next().unwrap_or_default()))?;
+    let (key, value) =
+        raw.split_once('=').ok_or_else(|| format!("expected key=value, got {:?}", raw.split('=').next().unwrap_or_default()))?;
     let key = key.trim();
     if key.is_empty() {
         return Err("empty key".to_owned());
@@ -68,7 +67,13 @@ impl RegistryArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL.
-    #[arg(long = "database-url", env = "DATABASE_URL", default_value = "postgres://bridge:bridge@127.0.0.1:5432/biometric_bridge", hide_env_values = true, hide_default_value = true)]
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://bridge:bridge@127.0.0.1:5432/biometric_bridge",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub database_url: String,
 
     /// Maximum connections in the pool.
@@ -90,10 +95,9 @@ impl DatabaseArgs {
     /// Connects and applies the embedded migrations (`migrations/`).
     pub async fn migrated_pool(&self) -> anyhow::Result<sqlx::PgPool> {
         let pool = self.pool()?;
-        crate::db::MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|error| anyhow::anyhow!("PostgreSQL migrations failed: {}", redact_url_error(&error.to_string(), &self.database_url)))?;
+        crate::db::MIGRATOR.run(&pool).await.map_err(|error| {
+            anyhow::anyhow!("PostgreSQL migrations failed: {}", redact_url_error(&error.to_string(), &self.database_url))
+        })?;
         Ok(pool)
     }
 }

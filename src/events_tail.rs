@@ -19,7 +19,13 @@ pub struct TailOptions {
     pub since_ms: Option<i64>,
 }
 
-pub async fn tail(kafka: &KafkaArgs, registry: &RegistryArgs, topics: &[String], options: TailOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn tail(
+    kafka: &KafkaArgs,
+    registry: &RegistryArgs,
+    topics: &[String],
+    options: TailOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let TailOptions { from_beginning, max, idle_timeout_secs, since_ms } = options;
     let group = format!("biometric-bridge-tail-{}", uuid::Uuid::new_v4());
     let consumer: StreamConsumer = kafka

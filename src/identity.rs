@@ -37,13 +37,12 @@ impl IdentityMap {
                 return Ok(user.clone());
             }
         }
-        let user: Option<String> = sqlx::query_scalar(
-            "SELECT user_id FROM identity_links WHERE vendor = $1 AND vendor_user_id = $2 AND active",
-        )
-        .bind(vendor.symbol())
-        .bind(vendor_user_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let user: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM identity_links WHERE vendor = $1 AND vendor_user_id = $2 AND active")
+                .bind(vendor.symbol())
+                .bind(vendor_user_id)
+                .fetch_optional(&self.pool)
+                .await?;
         self.remember(key, user.clone());
         Ok(user)
     }

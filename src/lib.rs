@@ -13,13 +13,15 @@
 //!   tasks and changelog-backed state stores).
 //! - `topology/`: the topology file (sources, processors, stores, sinks, routes, topics),
 //!   validated, and described as text / Mermaid / dot.
-//! - `sink/`: the exactly-once PostgreSQL history sink; `dlq.rs`: dead-letter tools.
+//! - `sink/`: the exactly-once PostgreSQL history sink; `dlq/`: dead-letter list, show, replay.
+//! - `events_tail.rs`: `events tail`, decoded output events for humans and scripts.
 //! - `kafka/`: header names and topic administration; `identity.rs`: vendor user -> our user.
-//! - `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `db.rs`: plumbing.
+//! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `db.rs`: plumbing.
 
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dlq;
 pub mod event;
 pub mod events_tail;
 pub mod identity;
@@ -30,6 +32,7 @@ pub mod processor;
 pub mod runtime;
 pub mod secret;
 pub mod shutdown;
+pub mod sink;
 pub mod telemetry;
 pub mod topology;
 pub mod vendors;

@@ -1,22 +1,26 @@
 //! `biometric-bridge`: parses the command line, sets up logging and runs one subcommand.
 
 use anyhow::Context;
-use biometric_bridge::cli::{Cli, Command, EventsCommand, TokensCommand, TopicsCommand, TopologyCommand};
+use biometric_bridge::cli::{Cli, Command, EventsCommand, SinkCommand, TokensCommand, TopicsCommand, TopologyCommand};
 use biometric_bridge::kafka::admin::{TopicStatus, ensure_topics};
 use biometric_bridge::shutdown::{CancellationToken, cancel_on_signal};
-use biometric_bridge::{events_tail, ingress, runtime, telemetry, topology};
+use biometric_bridge::{dlq, events_tail, ingress, runtime, sink, telemetry, topology};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let log_guard = telemetry::init(cli.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match run(cli.command, shutdown).await {
+    let result = run(cli.command, shutdown).await;
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "Exiting with an error.");
+    }
+    drop(log_guard); // flush buffered log lines before the final message
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "Exiting with an error.");
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
@@ -27,9 +31,20 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
     match command {
         Command::Ingress(args) => ingress::run(args, shutdown).await,
         Command::Process(args) => runtime::run(args, shutdown).await,
-        Command::Topics { command: TopicsCommand::Create { kafka, topology } } => {
+        Command::Topics { command: TopicsCommand::Create { apply_configs, kafka, topology } } => {
             let topology = topology.load()?;
-            let report = ensure_topics(&kafka, &topology.topics).await.context("creating topics")?;
+            let mut report = ensure_topics(&kafka, &topology.topics).await.context("creating topics")?;
+            if apply_configs {
+                let drifted: Vec<&topology::TopicSpec> = report
+                    .iter()
+                    .filter(|(_, status)| matches!(status, TopicStatus::Drift(_)))
+                    .filter_map(|(name, _)| topology.topic(name))
+                    .collect();
+                if !drifted.is_empty() {
+                    biometric_bridge::kafka::admin::apply_configs(&kafka, &drifted).await?;
+                    report = ensure_topics(&kafka, &topology.topics).await.context("checking topics")?;
+                }
+            }
             let mut drifted = 0;
             for (name, status) in report {
                 match status {
@@ -53,6 +68,8 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
             Ok(())
         }
         Command::Tokens { command } => tokens(command).await,
+        Command::Sink { command: SinkCommand::Postgres(args) } => sink::postgres::run(args, shutdown).await,
+        Command::Dlq { command } => dlq::run(command, shutdown).await,
         Command::Events { command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry } } => {
             let options = events_tail::TailOptions { from_beginning, max, idle_timeout_secs, since_ms };
             events_tail::tail(&kafka, &registry, &topics, options, shutdown).await

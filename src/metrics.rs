@@ -8,8 +8,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The registry every metric below is registered in.
@@ -49,8 +48,7 @@ fn histogram(name: &str, help: &str) -> Histogram {
 }
 
 fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let metric =
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels).expect("valid metric");
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels).expect("valid metric");
     REGISTRY.register(Box::new(metric.clone())).expect("unique metric");
     metric
 }
@@ -58,8 +56,9 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
 // ---- errors (all components) ----
 
 /// One counter for every handled error, by component stage and stable error code.
-pub static ERRORS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("biometric_bridge_errors_total", "Handled errors by stage and stable error code.", &["stage", "error_code"]));
+pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("biometric_bridge_errors_total", "Handled errors by stage and stable error code.", &["stage", "error_code"])
+});
 
 // ---- ingress ----
 
@@ -74,15 +73,13 @@ pub static KAFKA_PRODUCE_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
 });
 pub static WEBHOOKS_IN_FLIGHT: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("biometric_bridge_webhooks_in_flight", "Webhook requests currently being handled."));
-pub static CIRCUIT_STATE: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge("biometric_bridge_circuit_state", "Producer circuit breaker: 0 closed, 1 half-open, 2 open.")
-});
+pub static CIRCUIT_STATE: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("biometric_bridge_circuit_state", "Producer circuit breaker: 0 closed, 1 half-open, 2 open."));
 pub static DEDUP_HITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_dedup_hits_total", "Re-deliveries answered from the Redis de-duplication fast path.", &["vendor"])
 });
-pub static REDIS_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("biometric_bridge_redis_errors_total", "Redis calls that failed (the ingress keeps accepting).")
-});
+pub static REDIS_ERRORS: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("biometric_bridge_redis_errors_total", "Redis calls that failed (the ingress keeps accepting)."));
 
 // ---- processor ----
 
@@ -96,9 +93,8 @@ pub static DLQ_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static NOTICES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_notices_total", "Records recognised as carrying no data (logged, skipped), by kind.", &["kind"])
 });
-pub static TXN_COMMIT_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram("biometric_bridge_transaction_commit_duration_seconds", "Time to send offsets and commit one transaction.")
-});
+pub static TXN_COMMIT_DURATION: LazyLock<Histogram> =
+    LazyLock::new(|| histogram("biometric_bridge_transaction_commit_duration_seconds", "Time to send offsets and commit one transaction."));
 pub static TXN_COMMITS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_transactions_committed_total", "Transactions committed."));
 pub static TXN_ABORTS: LazyLock<IntCounterVec> =
@@ -107,7 +103,11 @@ pub static PRODUCER_FENCED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("biometric_bridge_producer_fenced_total", "Fatal producer errors (fenced by a newer instance, invalid producer id).")
 });
 pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge_vec("biometric_bridge_consumer_lag_records", "Consumer lag per assigned partition (librdkafka statistics).", &["topic", "partition"])
+    gauge_vec(
+        "biometric_bridge_consumer_lag_records",
+        "Consumer lag per assigned partition (librdkafka statistics).",
+        &["topic", "partition"],
+    )
 });
 pub static TRIGGERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_triggers_total", "HRV triggers raised, by type and severity.", &["trigger_type", "severity"])
@@ -118,9 +118,8 @@ pub static END_TO_END_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
 pub static INFRA_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_infra_retries_total", "Pauses caused by an unavailable dependency, by dependency.", &["dependency"])
 });
-pub static DUPLICATES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("biometric_bridge_duplicates_dropped_total", "Events dropped by the de-duplication store (already emitted).")
-});
+pub static DUPLICATES_DROPPED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("biometric_bridge_duplicates_dropped_total", "Events dropped by the de-duplication store (already emitted)."));
 
 // ---- state stores ----
 

@@ -55,11 +55,9 @@ pub fn load_secret_from(name: &str, var: impl Fn(&str) -> Option<String>) -> Res
     let value = match (var(name), var(&file_key)) {
         (Some(_), Some(_)) => return Err(SecretError::Ambiguous { name: name.to_owned() }),
         (Some(value), None) => value,
-        (None, Some(path)) => std::fs::read_to_string(&path).map_err(|source| SecretError::File {
-            name: name.to_owned(),
-            path: path.clone(),
-            source,
-        })?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(&path).map_err(|source| SecretError::File { name: name.to_owned(), path: path.clone(), source })?
+        }
         (None, None) => return Ok(None),
     };
     let trimmed = value.trim();
@@ -74,8 +72,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: std::collections::HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: std::collections::HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |key| map.get(key).cloned()
     }
 

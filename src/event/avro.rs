@@ -20,8 +20,7 @@ use super::BiometricEvent;
 pub const SCHEMA_JSON: &str = include_str!("../../schemas/biometric_event.avsc");
 
 /// The parsed schema, shared by the whole process.
-pub static SCHEMA: LazyLock<Schema> =
-    LazyLock::new(|| Schema::parse_str(SCHEMA_JSON).expect("schemas/biometric_event.avsc is valid Avro"));
+pub static SCHEMA: LazyLock<Schema> = LazyLock::new(|| Schema::parse_str(SCHEMA_JSON).expect("schemas/biometric_event.avsc is valid Avro"));
 
 /// The Confluent magic byte that starts every wire-format value.
 const MAGIC_BYTE: u8 = 0;
@@ -41,11 +40,7 @@ pub enum CodecError {
 /// Registers the event schema under `subject` (idempotent: an identical schema returns the id it
 /// already has) and returns its id.
 pub async fn register(settings: &SrSettings, subject: &str) -> Result<u32, CodecError> {
-    let supplied = SuppliedSchema::new(
-        Some("io.biometricbridge.v1.BiometricEvent".to_owned()),
-        SchemaType::Avro,
-        SCHEMA_JSON.to_owned(),
-    );
+    let supplied = SuppliedSchema::new(Some("io.biometricbridge.v1.BiometricEvent".to_owned()), SchemaType::Avro, SCHEMA_JSON.to_owned());
     post_schema(settings, subject.to_owned(), supplied)
         .await
         .map(|registered| registered.id)
@@ -75,9 +70,7 @@ impl EventCodec {
         let mut out = Vec::with_capacity(512);
         out.push(MAGIC_BYTE);
         out.extend_from_slice(&self.schema_id.to_be_bytes());
-        self.writer
-            .write_ser(&mut out, event)
-            .map_err(|error| CodecError::Avro(error.to_string()))?;
+        self.writer.write_ser(&mut out, event).map_err(|error| CodecError::Avro(error.to_string()))?;
         Ok(out)
     }
 
@@ -87,9 +80,7 @@ impl EventCodec {
         if schema_id != self.schema_id {
             return Err(CodecError::UnknownSchemaId { expected: self.schema_id, found: schema_id });
         }
-        self.reader
-            .read_deser(&mut datum)
-            .map_err(|error| CodecError::Avro(error.to_string()))
+        self.reader.read_deser(&mut datum).map_err(|error| CodecError::Avro(error.to_string()))
     }
 }
 

@@ -116,11 +116,7 @@ pub enum Priority {
 impl Priority {
     /// The priority an event gets from its triggers.
     pub fn from_triggers(triggers: &[Trigger]) -> Priority {
-        triggers
-            .iter()
-            .map(|trigger| trigger.severity)
-            .max()
-            .map_or(Priority::Normal, Priority::from)
+        triggers.iter().map(|trigger| trigger.severity).max().map_or(Priority::Normal, Priority::from)
     }
 
     /// The value of the `priority` Kafka header.

@@ -70,9 +70,22 @@ pub struct IngressArgs {
     #[arg(long, env = "MAX_CONCURRENT_WEBHOOKS", default_value_t = 100)]
     pub max_concurrent_webhooks: usize,
 
-    /// Largest accepted body, bytes (larger: 413).
+    /// Largest accepted body, bytes (larger: 413). The producer's `message.max.bytes` follows it
+    /// (plus 512 KiB for key and headers); the raw topic's `max.message.bytes` must be at least
+    /// `producer::required_topic_max_message_bytes` of it (6 MiB for the default).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// How long the whole body may take to arrive, milliseconds (then 408). Without it, a
+    /// client trickling bytes holds an in-flight slot for ever; vendors time out after 8-10 s
+    /// anyway.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// How long a known Apple Health token is trusted without asking PostgreSQL, seconds: the
+    /// longest a revoked token keeps working.
+    #[arg(long, env = "TOKEN_CACHE_TTL_SECS", default_value_t = 30)]
+    pub token_cache_ttl_secs: u64,
 
     /// How long shutdown waits for in-flight requests and the producer flush, seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]

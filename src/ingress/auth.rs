@@ -84,7 +84,12 @@ impl Authenticator {
                 (Vendor::Whoop, false) => "disabled: WHOOP_CLIENT_SECRET is not set",
             };
             if enabled {
-                tracing::info!(vendor = vendor.slug(), route = format!("/webhooks/{}", vendor.slug()), mode = reason, "Webhook route enabled.");
+                tracing::info!(
+                    vendor = vendor.slug(),
+                    route = format!("/webhooks/{}", vendor.slug()),
+                    mode = reason,
+                    "Webhook route enabled."
+                );
             } else {
                 tracing::warn!(vendor = vendor.slug(), reason, "Webhook route disabled (answers 404).");
             }

@@ -40,10 +40,16 @@ impl CircuitState {
 
 #[derive(Debug)]
 enum Inner {
-    Closed { consecutive_failures: u32 },
-    Open { until: Instant },
+    Closed {
+        consecutive_failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One probe is (or may be) in flight; everyone else fails fast.
-    HalfOpen { probe_in_flight: bool },
+    HalfOpen {
+        probe_in_flight: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -59,62 +65,105 @@ pub struct CircuitOpen {
     pub retry_after: Duration,
 }
 
-impl CircuitBreaker {
-    pub fn new(failure_threshold: u32, recovery: Duration) -> Self {
-        CircuitBreaker { failure_threshold: failure_threshold.max(1), recovery, inner: Mutex::new(Inner::Closed { consecutive_failures: 0 }) }
-    }
+/// Leave to call the producer once; report the outcome with [`Attempt::succeeded`] or
+/// [`Attempt::failed`]. Dropped without a report (the request was abandoned mid-produce), a
+/// half-open probe gives its slot back: otherwise the circuit would wait for a verdict that
+/// never comes and stay half-open for ever.
+#[must_use = "report the outcome, or the half-open probe slot is only freed on drop"]
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    breaker: &'a CircuitBreaker,
+    /// Whether this is the half-open probe: only the probe's failure re-opens the circuit; a
+    /// failure of a request admitted earlier, while closed, is stale news by then.
+    probe: bool,
+    reported: bool,
+}
 
-    /// Asks to call the producer. Ok means go ahead (and report the result); Err means fail fast.
-    pub fn try_acquire(&self) -> Result<(), CircuitOpen> {
-        let mut inner = self.inner.lock().expect("circuit lock");
-        let now = Instant::now();
-        let result = match &mut *inner {
-            Inner::Closed { .. } => Ok(()),
-            Inner::Open { until } if now >= *until => {
-                *inner = Inner::HalfOpen { probe_in_flight: true };
-                Ok(())
-            }
-            Inner::Open { until } => Err(CircuitOpen { retry_after: *until - now }),
-            Inner::HalfOpen { probe_in_flight } if !*probe_in_flight => {
-                *probe_in_flight = true;
-                Ok(())
-            }
-            Inner::HalfOpen { .. } => Err(CircuitOpen { retry_after: Duration::from_secs(1) }),
-        };
-        publish(&inner);
-        result
-    }
-
-    pub fn on_success(&self) {
-        let mut inner = self.inner.lock().expect("circuit lock");
+impl Attempt<'_> {
+    /// Kafka answered: the circuit closes (or stays closed) and the failure count resets.
+    pub fn succeeded(mut self) {
+        self.reported = true;
+        let mut inner = self.breaker.lock();
         *inner = Inner::Closed { consecutive_failures: 0 };
         publish(&inner);
     }
 
-    pub fn on_failure(&self) {
-        let mut inner = self.inner.lock().expect("circuit lock");
-        let open = Inner::Open { until: Instant::now() + self.recovery };
+    /// Kafka failed or was too slow.
+    pub fn failed(mut self) {
+        self.reported = true;
+        let breaker = self.breaker;
+        let mut inner = breaker.lock();
+        let open = Inner::Open { until: Instant::now() + breaker.recovery };
         match &mut *inner {
             Inner::Closed { consecutive_failures } => {
                 *consecutive_failures += 1;
-                if *consecutive_failures >= self.failure_threshold {
-                    tracing::warn!(failures = *consecutive_failures, recovery_secs = self.recovery.as_secs(), "Kafka circuit opened.");
+                if *consecutive_failures >= breaker.failure_threshold {
+                    tracing::warn!(failures = *consecutive_failures, recovery_secs = breaker.recovery.as_secs(), "Kafka circuit opened.");
                     *inner = open;
                 }
             }
-            Inner::HalfOpen { .. } => {
+            Inner::HalfOpen { .. } if self.probe => {
                 tracing::warn!("Kafka circuit probe failed; circuit re-opened.");
                 *inner = open;
             }
-            // A request admitted before the circuit opened failed late: the circuit stays open.
-            Inner::Open { .. } => {}
+            // A request admitted before the circuit opened failed late: the circuit's state
+            // already accounts for the outage.
+            Inner::HalfOpen { .. } | Inner::Open { .. } => {}
         }
         publish(&inner);
     }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.reported || !self.probe {
+            return;
+        }
+        let mut inner = self.breaker.lock();
+        if let Inner::HalfOpen { probe_in_flight } = &mut *inner {
+            *probe_in_flight = false;
+        }
+    }
+}
+
+impl CircuitBreaker {
+    pub fn new(failure_threshold: u32, recovery: Duration) -> Self {
+        CircuitBreaker {
+            failure_threshold: failure_threshold.max(1),
+            recovery,
+            inner: Mutex::new(Inner::Closed { consecutive_failures: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The state is a plain value that is always consistent: a panic elsewhere while the lock
+        // was held cannot have left it half-written, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks to call the producer. Ok means go ahead and report the result; Err means fail fast.
+    pub fn try_acquire(&self) -> Result<Attempt<'_>, CircuitOpen> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let result = match &mut *inner {
+            Inner::Closed { .. } => Ok(false),
+            Inner::Open { until } if now >= *until => {
+                *inner = Inner::HalfOpen { probe_in_flight: true };
+                Ok(true)
+            }
+            Inner::Open { until } => Err(CircuitOpen { retry_after: *until - now }),
+            Inner::HalfOpen { probe_in_flight } if !*probe_in_flight => {
+                *probe_in_flight = true;
+                Ok(true)
+            }
+            Inner::HalfOpen { .. } => Err(CircuitOpen { retry_after: Duration::from_secs(1) }),
+        };
+        publish(&inner);
+        result.map(|probe| Attempt { breaker: self, probe, reported: false })
+    }
 
     pub fn state(&self) -> CircuitState {
-        let inner = self.inner.lock().expect("circuit lock");
-        state_of(&inner)
+        state_of(&self.lock())
     }
 }
 
@@ -126,24 +175,32 @@ fn state_of(inner: &Inner) -> CircuitState {
     }
 }
 
+/// Sets the gauge. Also called at scrape time: an open circuit turns half-open by the clock
+/// alone, with no call that would publish it.
+pub(super) fn publish_state(state: CircuitState) {
+    crate::metrics::CIRCUIT_STATE.set(state.gauge());
+}
+
 fn publish(inner: &Inner) {
-    crate::metrics::CIRCUIT_STATE.set(state_of(inner).gauge());
+    publish_state(state_of(inner));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn fail(breaker: &CircuitBreaker) {
+        breaker.try_acquire().expect("admitted").failed();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn opens_after_threshold_then_half_opens_and_closes_on_success() {
         let breaker = CircuitBreaker::new(5, Duration::from_secs(60));
         for _ in 0..4 {
-            assert!(breaker.try_acquire().is_ok());
-            breaker.on_failure();
+            fail(&breaker);
         }
         assert_eq!(breaker.state(), CircuitState::Closed, "4 failures < threshold 5");
-        assert!(breaker.try_acquire().is_ok());
-        breaker.on_failure();
+        fail(&breaker);
         assert_eq!(breaker.state(), CircuitState::Open);
 
         let refused = breaker.try_acquire().unwrap_err();
@@ -154,21 +211,19 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
-        assert!(breaker.try_acquire().is_ok(), "the probe goes through");
+        let probe = breaker.try_acquire().expect("the probe goes through");
         assert!(breaker.try_acquire().is_err(), "only one probe at a time");
-        breaker.on_success();
+        probe.succeeded();
         assert_eq!(breaker.state(), CircuitState::Closed);
-        assert!(breaker.try_acquire().is_ok());
+        breaker.try_acquire().unwrap().succeeded();
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_probe_reopens_for_a_full_recovery_period() {
         let breaker = CircuitBreaker::new(1, Duration::from_secs(60));
-        breaker.try_acquire().unwrap();
-        breaker.on_failure();
+        fail(&breaker);
         tokio::time::advance(Duration::from_secs(60)).await;
-        breaker.try_acquire().unwrap();
-        breaker.on_failure();
+        fail(&breaker);
         assert_eq!(breaker.state(), CircuitState::Open);
         assert_eq!(breaker.try_acquire().unwrap_err().retry_after, Duration::from_secs(60));
     }
@@ -177,12 +232,36 @@ mod tests {
     async fn success_resets_the_failure_count() {
         let breaker = CircuitBreaker::new(3, Duration::from_secs(60));
         for _ in 0..2 {
-            breaker.on_failure();
+            fail(&breaker);
         }
-        breaker.on_success();
+        breaker.try_acquire().unwrap().succeeded();
         for _ in 0..2 {
-            breaker.on_failure();
+            fail(&breaker);
         }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_frees_the_slot() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(10));
+        fail(&breaker);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        drop(breaker.try_acquire().expect("probe"));
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        breaker.try_acquire().expect("a new probe is let through").succeeded();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_failure_does_not_reopen_a_half_open_circuit() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(10));
+        let early = breaker.try_acquire().expect("admitted while closed");
+        fail(&breaker);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = breaker.try_acquire().expect("probe");
+        early.failed();
+        assert_eq!(breaker.state(), CircuitState::HalfOpen, "stale failure ignored");
+        probe.succeeded();
         assert_eq!(breaker.state(), CircuitState::Closed);
     }
 }

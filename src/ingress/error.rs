@@ -23,6 +23,10 @@ pub enum IngressError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body")]
     BodyUnreadable,
+    /// The body did not arrive within the read timeout: a slow sender must not hold one of the
+    /// in-flight slots for ever.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("{0}")]
     Signature(#[from] SignatureError),
     #[error("missing or invalid bearer token")]
@@ -37,6 +41,11 @@ pub enum IngressError {
     KafkaUnavailable { retry_after_secs: u64 },
     #[error("event log circuit is open; retry later")]
     CircuitOpen { retry_after_secs: u64 },
+    /// The broker (or the producer) refused this record for good, e.g. larger than the topic's
+    /// `max.message.bytes`: a deployment error, not the sender's, so 500 and the vendor retries
+    /// once it is fixed.
+    #[error("the event log refused the record; the operators have been alerted")]
+    KafkaRejected,
     #[error("token store unavailable; retry later")]
     TokenStoreUnavailable { retry_after_secs: u64 },
 }
@@ -49,6 +58,8 @@ impl IngressError {
             IngressError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyUnreadable | IngressError::MalformedJson => StatusCode::BAD_REQUEST,
+            IngressError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            IngressError::KafkaRejected => StatusCode::INTERNAL_SERVER_ERROR,
             IngressError::Signature(_) | IngressError::Unauthorized | IngressError::VerificationFailed => StatusCode::UNAUTHORIZED,
             IngressError::Overloaded { .. }
             | IngressError::KafkaUnavailable { .. }
@@ -66,6 +77,8 @@ impl IngressError {
             IngressError::UnsupportedMediaType => "unsupported_media_type",
             IngressError::PayloadTooLarge { .. } => "payload_too_large",
             IngressError::BodyUnreadable => "body_unreadable",
+            IngressError::BodyTimeout => "body_timeout",
+            IngressError::KafkaRejected => "kafka_rejected",
             IngressError::Signature(error) => error.code(),
             IngressError::Unauthorized => "unauthorized",
             IngressError::VerificationFailed => "verification_failed",

@@ -1,7 +1,8 @@
 //! The ingress: a thin HTTP service that verifies vendor webhooks and writes their raw bytes to
 //! the `raw-webhooks` topic, answering 2xx only once the broker has acknowledged the write.
 //!
-//! - `webhook.rs`: the POST pipeline (verify -> write -> answer);
+//! - `webhook.rs`: the POST pipeline (verify -> write -> answer); `record.rs`: the Kafka key and
+//!   headers of an accepted webhook;
 //! - `auth.rs`: vendor secrets and signature dispatch; `tokens.rs`: Apple Health bearer tokens;
 //! - `producer.rs` + `circuit.rs`: durable Kafka writes behind a circuit breaker;
 //! - `dedup.rs`: the Redis re-delivery fast path;
@@ -13,17 +14,19 @@ pub mod circuit;
 pub mod dedup;
 pub mod error;
 pub mod producer;
+mod record;
 pub mod tokens;
 mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -45,6 +48,8 @@ pub struct IngressState {
     /// Permits for in-flight webhooks (`MAX_CONCURRENT_WEBHOOKS`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub max_body_bytes: usize,
+    /// How long a body may take to arrive (`BODY_READ_TIMEOUT_MS`).
+    pub body_read_timeout: Duration,
 }
 
 impl IngressState {
@@ -84,9 +89,11 @@ impl Ingress {
                  set at least one, or pass --insecure-skip-signatures for local development only"
             );
         }
-        let pool = args.database.migrated_pool().await.map_err(|error| {
-            anyhow::anyhow!("{error}; the ingress needs PostgreSQL for Apple Health tokens")
-        })?;
+        let pool = args
+            .database
+            .migrated_pool()
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}; the ingress needs PostgreSQL for Apple Health tokens"))?;
         let auth = Authenticator::new(secrets, args.signature_tolerance_secs, args.insecure_skip_signatures, true);
         auth.log_startup();
 
@@ -98,23 +105,36 @@ impl Ingress {
                 linger_ms: args.linger_ms,
                 batch_size: args.batch_size,
                 compression: args.compression.clone(),
+                max_body_bytes: args.max_body_bytes,
                 circuit_failure_threshold: args.circuit_failure_threshold,
                 circuit_recovery: Duration::from_secs(args.circuit_recovery_secs),
             },
         )?;
-        let dedup = if args.no_dedup { None } else { Some(dedup::Dedup::new(Some(&args.redis.redis_url), &args.raw_topic, args.dedup_ttl_secs)?) };
+        let dedup = if args.no_dedup {
+            tracing::warn!("Redis de-duplication is off (--no-dedup): every re-delivery is written again.");
+            None
+        } else {
+            let dedup = dedup::Dedup::new(&args.redis.redis_url, &args.raw_topic, args.dedup_ttl_secs)?;
+            dedup.connect(Duration::from_secs(2)).await;
+            Some(dedup)
+        };
         let state = Arc::new(IngressState {
             auth,
             producer,
             dedup,
-            tokens: Some(TokenCache::new(pool)),
+            tokens: Some(TokenCache::new(pool, Duration::from_secs(args.token_cache_ttl_secs))),
             in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_webhooks.max(1))),
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         });
+        tracing::info!(
+            max_body_bytes = args.max_body_bytes,
+            topic_max_message_bytes_needed = producer::required_topic_max_message_bytes(args.max_body_bytes),
+            topic = %args.raw_topic,
+            "The raw topic's max.message.bytes must be at least this for the largest accepted body."
+        );
         let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
-        // Touch the gauges so /metrics lists them before the first request.
-        crate::metrics::CIRCUIT_STATE.set(CircuitState::Closed.gauge());
-        crate::metrics::WEBHOOKS_IN_FLIGHT.set(0);
+        register_metrics(&state);
         Ok(Ingress { listener, state, shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs) })
     }
 
@@ -145,12 +165,28 @@ impl Ingress {
     }
 }
 
+/// Registers every ingress metric so `/metrics` lists them from the start, at zero, rather than
+/// from their first use: an alert on `redis_errors_total` must not depend on Redis having failed
+/// once. Nothing is reset (several ingresses may share the process's registry in tests).
+fn register_metrics(state: &IngressState) {
+    use crate::metrics::*;
+    circuit::publish_state(state.producer.circuit_state());
+    LazyLock::force(&WEBHOOKS_IN_FLIGHT);
+    LazyLock::force(&WEBHOOK_REQUESTS);
+    LazyLock::force(&WEBHOOK_DURATION);
+    LazyLock::force(&KAFKA_PRODUCE_DURATION);
+    LazyLock::force(&REDIS_ERRORS);
+    for vendor in crate::event::Vendor::ALL {
+        DEDUP_HITS.with_label_values(&[vendor.slug()]);
+    }
+}
+
 /// The HTTP routes.
 pub fn router(state: Arc<IngressState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/metrics", get(metrics))
         .route("/webhooks/{vendor}", post(webhook::post_webhook).get(handshake))
         .fallback(|| async { IngressError::NotFound })
         .method_not_allowed_fallback(|| async { IngressError::MethodNotAllowed })
@@ -161,23 +197,42 @@ async fn health() -> Response {
     axum::Json(serde_json::json!({ "status": "healthy", "service": "biometric-bridge" })).into_response()
 }
 
-/// 200 only while the producer has a broker connection and the circuit is closed.
+/// Prometheus text format; the circuit gauge is refreshed first because an open circuit turns
+/// half-open by the clock alone.
+async fn metrics(State(state): State<Arc<IngressState>>) -> Response {
+    circuit::publish_state(state.producer.circuit_state());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render()).into_response()
+}
+
+/// 200 only while the producer has a broker connection and the circuit is closed; else 503
+/// with the reason as a stable code.
 async fn ready(State(state): State<Arc<IngressState>>) -> Response {
     let circuit = state.producer.circuit_state();
     let connected = state.producer.is_connected();
-    let body = serde_json::json!({
-        "status": if connected && circuit == CircuitState::Closed { "ready" } else { "not_ready" },
+    let fatal = state.producer.fatal_error();
+    let mut body = serde_json::json!({
+        "status": "ready",
         "kafka_connected": connected,
         "circuit": circuit.name(),
     });
-    if connected && circuit == CircuitState::Closed {
-        (StatusCode::OK, axum::Json(body)).into_response()
+    let problem = if let Some(error) = &fatal {
+        tracing::error!(%error, "The Kafka producer hit a fatal error; restart the ingress.");
+        Some(("producer_fatal", "the Kafka producer failed for good; the process needs a restart"))
+    } else if !connected {
+        Some(("kafka_unavailable", "no broker connection"))
+    } else if circuit != CircuitState::Closed {
+        Some(("circuit_not_closed", "the Kafka circuit breaker is not closed"))
     } else {
-        let reason = if !connected { "kafka_unavailable" } else { "circuit_not_closed" };
-        let mut body = body;
-        body["error"] = reason.into();
-        body["detail"] = (if !connected { "no broker connection" } else { "the Kafka circuit breaker is not closed" }).into();
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        None
+    };
+    match problem {
+        None => (StatusCode::OK, axum::Json(body)).into_response(),
+        Some((code, detail)) => {
+            body["status"] = "not_ready".into();
+            body["error"] = code.into();
+            body["detail"] = detail.into();
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -185,9 +240,12 @@ async fn ready(State(state): State<Arc<IngressState>>) -> Response {
 /// Other vendors have no GET.
 async fn handshake(
     State(state): State<Arc<IngressState>>,
-    axum::extract::Path(vendor): axum::extract::Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    vendor: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, IngressError> {
+    // Rejections are answered with our JSON errors, not axum's text, which may quote the input.
+    let Ok(Path(vendor)) = vendor else { return Err(IngressError::NotFound) };
+    let query = query.map(|Query(query)| query).unwrap_or_default();
     match vendor.as_str() {
         "oura" => {
             if !state.auth.enabled(crate::event::Vendor::Oura) {

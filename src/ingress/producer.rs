@@ -2,9 +2,16 @@
 //!
 //! The producer is idempotent with `acks=all`, so an acknowledged record is on every in-sync
 //! replica and never duplicated by librdkafka's own retries. `message.timeout.ms` equals the
-//! produce timeout: librdkafka gives up on a record at the same moment we answer 503, so a vendor
-//! retry does not race an old attempt for long (and if it does, the processor's de-duplication
-//! catches the copy). A circuit breaker fails fast while Kafka is down.
+//! produce timeout, and we stop waiting at the same moment: the vendor gets its 503 within
+//! `PRODUCE_TIMEOUT_MS` even though librdkafka only scans for expired records about once a second.
+//! A record may therefore still land after its 503; the vendor's retry then writes a copy, which
+//! the processor's de-duplication removes. A circuit breaker fails fast while Kafka is down.
+//!
+//! Size: librdkafka refuses records over `message.max.bytes` (default 1 MB) and so does the
+//! topic over `max.message.bytes` (default ~1 MB), while the ingress accepts bodies up to
+//! `MAX_BODY_BYTES` (5 MiB). The producer limit is set from the body limit plus
+//! [`RECORD_HEADROOM_BYTES`]; the topic needs `max.message.bytes` of at least that plus the
+//! record-batch overhead (see [`required_topic_max_message_bytes`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +26,17 @@ use rdkafka::statistics::Statistics;
 use super::circuit::{CircuitBreaker, CircuitState};
 use crate::config::KafkaArgs;
 
+/// Room for the key and headers on top of the body. Header values copied from the request are
+/// bounded by hyper's ~400 KiB header buffer; the key and delivery id are capped by the ingress.
+pub const RECORD_HEADROOM_BYTES: usize = 512 * 1024;
+
+/// The smallest topic `max.message.bytes` that holds every record this ingress may write: the
+/// producer's `message.max.bytes` plus room for the record-batch framing, rounded up to MiB.
+pub fn required_topic_max_message_bytes(max_body_bytes: usize) -> usize {
+    const MIB: usize = 1024 * 1024;
+    (max_body_bytes + RECORD_HEADROOM_BYTES + 1024).div_ceil(MIB) * MIB
+}
+
 /// Producer tuning (flags in `IngressArgs`).
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
@@ -27,6 +45,8 @@ pub struct ProducerSettings {
     pub linger_ms: u32,
     pub batch_size: u32,
     pub compression: String,
+    /// The largest body the ingress accepts; sets `message.max.bytes`.
+    pub max_body_bytes: usize,
     pub circuit_failure_threshold: u32,
     pub circuit_recovery: Duration,
 }
@@ -48,10 +68,27 @@ impl ClientContext for ConnectivityContext {
 pub enum ProduceError {
     #[error("circuit open")]
     CircuitOpen { retry_after: Duration },
-    #[error("kafka: {0}")]
-    Kafka(String),
+    /// Kafka is down, slow or refusing for now: the vendor should retry later.
+    #[error("kafka unavailable: {0}")]
+    Unavailable(String),
     #[error("produce timed out")]
     Timeout,
+    /// This record will never be accepted as configured (too large for the producer or topic).
+    #[error("kafka refused the record: {0}")]
+    Rejected(String),
+}
+
+/// Error codes that mean "this record, as configured, will never fit": retrying cannot help,
+/// and the broker did answer, so they say nothing about Kafka being down.
+fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+    )
 }
 
 pub struct RawProducer {
@@ -66,6 +103,7 @@ impl RawProducer {
         let timeout_ms = settings.produce_timeout.as_millis().max(1).to_string();
         let linger = settings.linger_ms.to_string();
         let batch = settings.batch_size.to_string();
+        let max_message = (settings.max_body_bytes + RECORD_HEADROOM_BYTES).to_string();
         let context = ConnectivityContext::default();
         let connected = context.connected.clone();
         let producer: FutureProducer<ConnectivityContext> = kafka
@@ -75,6 +113,7 @@ impl RawProducer {
                 ("linger.ms", &linger),
                 ("batch.size", &batch),
                 ("compression.type", &settings.compression),
+                ("message.max.bytes", &max_message),
                 ("message.timeout.ms", &timeout_ms),
                 ("statistics.interval.ms", "1000"),
                 ("client.id", "biometric-bridge-ingress"),
@@ -84,30 +123,37 @@ impl RawProducer {
         Ok(RawProducer { producer, connected, circuit, settings })
     }
 
-    /// Writes one raw webhook and waits for the broker's acknowledgement.
+    /// Writes one raw webhook and waits for the broker's acknowledgement, at most the produce
+    /// timeout.
     pub async fn send(&self, key: &str, payload: &[u8], headers: OwnedHeaders) -> Result<(), ProduceError> {
-        self.circuit
-            .try_acquire()
-            .map_err(|open| ProduceError::CircuitOpen { retry_after: open.retry_after })?;
+        let attempt = self.circuit.try_acquire().map_err(|open| ProduceError::CircuitOpen { retry_after: open.retry_after })?;
         let started = Instant::now();
         let record = FutureRecord::to(&self.settings.topic).key(key).payload(payload).headers(headers);
         // Zero queue timeout: a full local queue is back-pressure to answer with 503 now, not a
         // reason to hold the request.
         let delivery = self.producer.send(record, Duration::ZERO);
-        let result = match tokio::time::timeout(self.settings.produce_timeout + Duration::from_millis(250), delivery).await {
+        let result = match tokio::time::timeout(self.settings.produce_timeout, delivery).await {
             Err(_) => Err(ProduceError::Timeout),
             Ok(Ok(_delivered)) => Ok(()),
             Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => Err(ProduceError::Timeout),
-            Ok(Err((error, _))) => Err(ProduceError::Kafka(error.to_string())),
+            Ok(Err((KafkaError::MessageProduction(code), _))) if is_permanent(code) => Err(ProduceError::Rejected(code.to_string())),
+            Ok(Err((error, _))) => Err(ProduceError::Unavailable(error.to_string())),
         };
+        crate::metrics::KAFKA_PRODUCE_DURATION.observe(started.elapsed().as_secs_f64());
         match &result {
-            Ok(()) => {
-                crate::metrics::KAFKA_PRODUCE_DURATION.observe(started.elapsed().as_secs_f64());
-                self.circuit.on_success();
+            Ok(()) => attempt.succeeded(),
+            // The broker (or librdkafka's own size check) answered: Kafka is up.
+            Err(ProduceError::Rejected(reason)) => {
+                tracing::error!(
+                    error = %reason,
+                    bytes = payload.len(),
+                    "Kafka refused a raw webhook for good: raise the raw topic's max.message.bytes (and the producer's message.max.bytes) or lower MAX_BODY_BYTES."
+                );
+                attempt.succeeded();
             }
             Err(error) => {
                 tracing::warn!(%error, "Writing a raw webhook to Kafka failed.");
-                self.circuit.on_failure();
+                attempt.failed();
             }
         }
         result
@@ -121,6 +167,12 @@ impl RawProducer {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// A fatal producer error (e.g. the idempotent producer lost its sequence): librdkafka will
+    /// not produce again, so the process must be restarted. Shown by `/ready`.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
     /// How long a refused vendor should wait before retrying.
     pub fn retry_after(&self) -> Duration {
         self.settings.produce_timeout.max(Duration::from_secs(1))
@@ -129,5 +181,24 @@ impl RawProducer {
     /// Waits for every queued record to be acknowledged (shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_body_limit_needs_a_6_mib_topic() {
+        assert_eq!(required_topic_max_message_bytes(5 * 1024 * 1024), 6 * 1024 * 1024);
+        assert!(required_topic_max_message_bytes(1024) >= 1024 + RECORD_HEADROOM_BYTES);
+    }
+
+    #[test]
+    fn only_size_and_format_errors_are_permanent() {
+        assert!(is_permanent(RDKafkaErrorCode::MessageSizeTooLarge));
+        assert!(!is_permanent(RDKafkaErrorCode::MessageTimedOut));
+        assert!(!is_permanent(RDKafkaErrorCode::QueueFull));
+        assert!(!is_permanent(RDKafkaErrorCode::NotEnoughReplicas));
     }
 }

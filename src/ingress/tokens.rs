@@ -5,9 +5,10 @@
 //! `biometric-bridge tokens issue|revoke|list --user <id>`. Only SHA-256 hashes are stored, so
 //! the table cannot be replayed as tokens, and a token is printed exactly once, at issue.
 //!
-//! The ingress looks tokens up through an in-process cache (positive entries for
-//! [`POSITIVE_TTL`], unknown ones for [`NEGATIVE_TTL`]) so the hot path does not wait on
-//! PostgreSQL for every upload. A revocation therefore takes effect within `POSITIVE_TTL`.
+//! The ingress looks tokens up through an in-process cache (known tokens for
+//! `TOKEN_CACHE_TTL_SECS`, default [`POSITIVE_TTL`]; unknown ones for at most [`NEGATIVE_TTL`]) so
+//! the hot path does not wait on PostgreSQL for every upload. A revocation therefore takes effect
+//! within the positive TTL: the price of not querying the database per request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +18,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+/// Default lifetime of a cached known token (`TOKEN_CACHE_TTL_SECS`).
 pub const POSITIVE_TTL: Duration = Duration::from_secs(30);
+/// Longest lifetime of a cached unknown token: short, so a token issued just after a failed
+/// attempt works soon; never longer than the positive TTL.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Bound on cached entries, so a flood of random tokens cannot grow memory without limit.
 const MAX_ENTRIES: usize = 100_000;
@@ -70,12 +74,12 @@ pub async fn revoke(pool: &PgPool, user_id: &str, token_id: Option<uuid::Uuid>) 
 }
 
 pub async fn list(pool: &PgPool, user_id: &str) -> sqlx::Result<Vec<TokenInfo>> {
-    let rows: Vec<(uuid::Uuid, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-        "SELECT token_id, user_id, created_at, revoked_at FROM ingest_tokens WHERE user_id = $1 ORDER BY created_at",
-    )
-    .bind(user_id)
-    .fetch_all(pool)
-    .await?;
+    type Row = (uuid::Uuid, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT token_id, user_id, created_at, revoked_at FROM ingest_tokens WHERE user_id = $1 ORDER BY created_at")
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(token_id, user_id, created_at, revoked_at)| TokenInfo { token_id, user_id, created_at, revoked_at })
@@ -85,12 +89,20 @@ pub async fn list(pool: &PgPool, user_id: &str) -> sqlx::Result<Vec<TokenInfo>> 
 /// The ingress's cached view of the token table.
 pub struct TokenCache {
     pool: PgPool,
-    entries: Mutex<HashMap<[u8; 32], (Option<String>, Instant)>>,
+    positive_ttl: Duration,
+    negative_ttl: Duration,
+    entries: Mutex<HashMap<TokenHash, CachedLookup>>,
 }
 
+type TokenHash = [u8; 32];
+/// The user of a token (None: unknown or revoked) and when PostgreSQL said so.
+type CachedLookup = (Option<String>, Instant);
+
 impl TokenCache {
-    pub fn new(pool: PgPool) -> Self {
-        TokenCache { pool, entries: Mutex::new(HashMap::new()) }
+    /// `positive_ttl`: how long a known token is trusted without asking PostgreSQL, i.e. the
+    /// longest a revoked token keeps working.
+    pub fn new(pool: PgPool, positive_ttl: Duration) -> Self {
+        TokenCache { pool, positive_ttl, negative_ttl: NEGATIVE_TTL.min(positive_ttl), entries: Mutex::new(HashMap::new()) }
     }
 
     /// The user a token belongs to (`None`: unknown or revoked). Err only when PostgreSQL is
@@ -98,19 +110,18 @@ impl TokenCache {
     pub async fn user_for(&self, token: &str) -> sqlx::Result<Option<String>> {
         let key = hash(token);
         if let Some((user, at)) = self.entries.lock().expect("token cache lock").get(&key) {
-            let ttl = if user.is_some() { POSITIVE_TTL } else { NEGATIVE_TTL };
+            let ttl = if user.is_some() { self.positive_ttl } else { self.negative_ttl };
             if at.elapsed() < ttl {
                 return Ok(user.clone());
             }
         }
-        let user: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM ingest_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-                .bind(&key[..])
-                .fetch_optional(&self.pool)
-                .await?;
+        let user: Option<String> = sqlx::query_scalar("SELECT user_id FROM ingest_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(&key[..])
+            .fetch_optional(&self.pool)
+            .await?;
         let mut entries = self.entries.lock().expect("token cache lock");
         if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, (_, at)| at.elapsed() < POSITIVE_TTL);
+            entries.retain(|_, (_, at)| at.elapsed() < self.positive_ttl);
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
@@ -67,6 +67,25 @@ pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::R
     Ok(report)
 }
 
+/// Sets the topology's configs on existing topics (`topics create --apply-configs`). Kafka's
+/// AlterConfigs replaces a topic's whole config, so settings not in the topology return to the
+/// broker defaults: the topology is the source of truth. Partition counts are not touched (they
+/// cannot shrink, and growing them moves users between tasks).
+pub async fn apply_configs(kafka: &KafkaArgs, topics: &[&TopicSpec]) -> anyhow::Result<()> {
+    let admin = admin_client(kafka)?;
+    let configs: Vec<AlterConfig<'_>> = topics
+        .iter()
+        .map(|topic| topic.configs.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(&topic.name)), |alter, (k, v)| alter.set(k, v)))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    for result in admin.alter_configs(configs.iter(), &options).await? {
+        if let Err((resource, code)) = result {
+            anyhow::bail!("could not alter the configs of {resource:?}: {code}");
+        }
+    }
+    Ok(())
+}
+
 /// Differences between the topic on the broker and its spec.
 async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec) -> anyhow::Result<Vec<String>> {
     let mut drift = Vec::new();
@@ -91,10 +110,10 @@ async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec
     if partitions != spec.partitions {
         drift.push(format!("has {partitions} partitions, the topology says {}", spec.partitions));
     }
-    if let Some(replicas) = topic.partitions().first().map(|p| p.replicas().len() as i32) {
-        if replicas != spec.replication_factor {
-            drift.push(format!("has replication factor {replicas}, the topology says {}", spec.replication_factor));
-        }
+    if let Some(replicas) = topic.partitions().first().map(|p| p.replicas().len() as i32)
+        && replicas != spec.replication_factor
+    {
+        drift.push(format!("has replication factor {replicas}, the topology says {}", spec.replication_factor));
     }
 
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));

@@ -45,11 +45,7 @@ pub const FETCH_DATA_TYPE: &str = "fetch-data-type";
 /// The value of header `name` as UTF-8, if present.
 pub fn get<'a>(headers: Option<&'a rdkafka::message::BorrowedHeaders>, name: &str) -> Option<&'a str> {
     let headers = headers?;
-    headers
-        .iter()
-        .find(|header| header.key == name)
-        .and_then(|header| header.value)
-        .and_then(|value| std::str::from_utf8(value).ok())
+    headers.iter().find(|header| header.key == name).and_then(|header| header.value).and_then(|value| std::str::from_utf8(value).ok())
 }
 
 /// Copies every header of `from` into a new set, for records forwarded unchanged (DLQ,

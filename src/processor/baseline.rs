@@ -101,25 +101,14 @@ pub fn key(event: &BiometricEvent, metric: &str) -> String {
         crate::event::HrvWindow::SessionMean => "SESSION_MEAN",
         crate::event::HrvWindow::Spot => "SPOT",
     });
-    format!(
-        "{}|{}|{}|{}|{}",
-        event.user_id,
-        metric,
-        event.vendor.symbol(),
-        event.source_device.as_deref().unwrap_or("-"),
-        window
-    )
+    format!("{}|{}|{}|{}|{}", event.user_id, metric, event.vendor.symbol(), event.source_device.as_deref().unwrap_or("-"), window)
 }
 
 /// The day a reading belongs to: the vendor's local date when given, else the UTC date.
 pub fn day_of(event: &BiometricEvent) -> i32 {
-    let from_local = event
-        .local_date
-        .as_deref()
-        .and_then(|date| chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok());
-    let date = from_local.unwrap_or_else(|| {
-        chrono::DateTime::from_timestamp_millis(event.measured_at).map_or(chrono::NaiveDate::MIN, |t| t.date_naive())
-    });
+    let from_local = event.local_date.as_deref().and_then(|date| chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok());
+    let date = from_local
+        .unwrap_or_else(|| chrono::DateTime::from_timestamp_millis(event.measured_at).map_or(chrono::NaiveDate::MIN, |t| t.date_naive()));
     (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
@@ -131,20 +120,20 @@ pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &Bi
         let key = key(event, metric);
         let mut state = store.get(&key).cloned().unwrap_or_default();
         state.add(day, value, params);
-        if let Some(judgement) = state.judge(day, params) {
-            if judgement.recent_mean < judgement.lower_band {
-                triggers.push(Trigger {
-                    trigger_type: HRV_BELOW_BASELINE.to_owned(),
-                    severity: Severity::High,
-                    metric: format!("ln_{metric}_{}d_mean", params.recent_days),
-                    value: judgement.recent_mean,
-                    threshold: judgement.lower_band,
-                    recommendation: Some("recovery_focus".to_owned()),
-                    baseline_mean: Some(judgement.baseline_mean),
-                    baseline_sd: Some(judgement.baseline_sd),
-                    z_score: Some(judgement.z_score),
-                });
-            }
+        if let Some(judgement) = state.judge(day, params)
+            && judgement.recent_mean < judgement.lower_band
+        {
+            triggers.push(Trigger {
+                trigger_type: HRV_BELOW_BASELINE.to_owned(),
+                severity: Severity::High,
+                metric: format!("ln_{metric}_{}d_mean", params.recent_days),
+                value: judgement.recent_mean,
+                threshold: judgement.lower_band,
+                recommendation: Some("recovery_focus".to_owned()),
+                baseline_mean: Some(judgement.baseline_mean),
+                baseline_sd: Some(judgement.baseline_sd),
+                z_score: Some(judgement.z_score),
+            });
         }
         store.put(key, state);
     }

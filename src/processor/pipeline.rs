@@ -182,19 +182,24 @@ impl Pipeline {
         }
     }
 
-    fn events(&self, mut events: Vec<BiometricEvent>, identities: &mut dyn Identities, mut stores: TaskStores<'_>) -> Result<Vec<Output>, InfraError> {
+    fn events(
+        &self,
+        mut events: Vec<BiometricEvent>,
+        identities: &mut dyn Identities,
+        mut stores: TaskStores<'_>,
+    ) -> Result<Vec<Output>, InfraError> {
         // I/O first: nothing below may fail for a dependency.
         for event in &mut events {
             resolve_user(event, identities)?;
         }
         let mut outputs = Vec::with_capacity(events.len());
         for mut event in events {
-            if let (Some(store), Some(params)) = (stores.dedup.as_deref_mut(), self.topology.dedup) {
-                if dedup::check_and_record(store, &event, params.window_ms) == Verdict::Duplicate {
-                    crate::metrics::DUPLICATES_DROPPED.inc();
-                    tracing::debug!(event_id = %event.event_id, "Duplicate event dropped.");
-                    continue;
-                }
+            if let (Some(store), Some(params)) = (stores.dedup.as_deref_mut(), self.topology.dedup)
+                && dedup::check_and_record(store, &event, params.window_ms) == Verdict::Duplicate
+            {
+                crate::metrics::DUPLICATES_DROPPED.inc();
+                tracing::debug!(event_id = %event.event_id, "Duplicate event dropped.");
+                continue;
             }
             let mut raised = triggers::threshold_triggers(&event, &self.topology.thresholds);
             if let (Some(store), Some(params)) = (stores.baseline.as_deref_mut(), self.topology.baseline) {

@@ -35,18 +35,46 @@ pub fn threshold_triggers(event: &BiometricEvent, params: &ThresholdParams) -> V
     let mut triggers = Vec::new();
     if let Some(rmssd) = event.hrv_rmssd_ms.filter(|v| v.is_finite()) {
         if rmssd < params.rmssd_critical_below_ms {
-            triggers.push(trigger(URGENT_INTERVENTION, Severity::Critical, "hrv_rmssd_ms", rmssd, params.rmssd_critical_below_ms, "immediate_stress_protocol"));
+            triggers.push(trigger(
+                URGENT_INTERVENTION,
+                Severity::Critical,
+                "hrv_rmssd_ms",
+                rmssd,
+                params.rmssd_critical_below_ms,
+                "immediate_stress_protocol",
+            ));
         } else if rmssd < params.rmssd_high_below_ms {
-            triggers.push(trigger(STRESS_INTERVENTION, Severity::High, "hrv_rmssd_ms", rmssd, params.rmssd_high_below_ms, "breathing_exercise"));
+            triggers.push(trigger(
+                STRESS_INTERVENTION,
+                Severity::High,
+                "hrv_rmssd_ms",
+                rmssd,
+                params.rmssd_high_below_ms,
+                "breathing_exercise",
+            ));
         }
     }
-    if params.sdnn_enabled {
-        if let Some(sdnn) = event.hrv_sdnn_ms.filter(|v| v.is_finite()) {
-            if sdnn < params.sdnn_critical_below_ms {
-                triggers.push(trigger(SDNN_URGENT_INTERVENTION, Severity::Critical, "hrv_sdnn_ms", sdnn, params.sdnn_critical_below_ms, "immediate_stress_protocol"));
-            } else if sdnn < params.sdnn_high_below_ms {
-                triggers.push(trigger(SDNN_STRESS_INTERVENTION, Severity::High, "hrv_sdnn_ms", sdnn, params.sdnn_high_below_ms, "breathing_exercise"));
-            }
+    if params.sdnn_enabled
+        && let Some(sdnn) = event.hrv_sdnn_ms.filter(|v| v.is_finite())
+    {
+        if sdnn < params.sdnn_critical_below_ms {
+            triggers.push(trigger(
+                SDNN_URGENT_INTERVENTION,
+                Severity::Critical,
+                "hrv_sdnn_ms",
+                sdnn,
+                params.sdnn_critical_below_ms,
+                "immediate_stress_protocol",
+            ));
+        } else if sdnn < params.sdnn_high_below_ms {
+            triggers.push(trigger(
+                SDNN_STRESS_INTERVENTION,
+                Severity::High,
+                "hrv_sdnn_ms",
+                sdnn,
+                params.sdnn_high_below_ms,
+                "breathing_exercise",
+            ));
         }
     }
     triggers
@@ -55,7 +83,7 @@ pub fn threshold_triggers(event: &BiometricEvent, params: &ThresholdParams) -> V
 /// Adds triggers to an event, keeps them highest severity first, and sets its priority.
 pub fn attach(event: &mut BiometricEvent, triggers: impl IntoIterator<Item = Trigger>) {
     event.triggers.extend(triggers);
-    event.triggers.sort_by(|a, b| b.severity.cmp(&a.severity));
+    event.triggers.sort_by_key(|trigger| std::cmp::Reverse(trigger.severity));
     event.priority = Priority::from_triggers(&event.triggers);
 }
 

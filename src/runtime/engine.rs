@@ -43,11 +43,10 @@ pub enum TxnError {
 /// Classifies a Kafka error from a transactional call.
 fn classify(error: &KafkaError) -> (bool, TxnError) {
     let text = error.to_string();
-    match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerIdMapping) => {
-            return (false, TxnError::Fatal(text));
-        }
-        _ => {}
+    if let Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerIdMapping) =
+        error.rdkafka_error_code()
+    {
+        return (false, TxnError::Fatal(text));
     }
     if let KafkaError::Transaction(rd) = error {
         if rd.is_fatal() {
@@ -158,8 +157,7 @@ impl Engine {
 
     /// Adds the co-partitions (repartition topic p for leader topic p) to an assignment change.
     pub fn add_co_partitions(&self, tpl: &mut TopicPartitionList) {
-        let leader_partitions: Vec<i32> =
-            tpl.elements().iter().filter(|e| e.topic() == self.leader_topic).map(|e| e.partition()).collect();
+        let leader_partitions: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == self.leader_topic).map(|e| e.partition()).collect();
         for partition in leader_partitions {
             for topic in &self.co_topics {
                 if tpl.find_partition(topic, partition).is_none() {
@@ -254,10 +252,11 @@ impl Engine {
             }
             self.send(output).map_err(Err)?;
         }
-        if let Some(task) = self.tasks.get_mut(&record.partition).filter(|_| stateful) {
-            if let Some(received_at) = crate::kafka::headers::get(record.headers, crate::kafka::headers::RECEIVED_AT).and_then(|v| v.parse().ok()) {
-                task.stream_time_ms = task.stream_time_ms.max(received_at);
-            }
+        if let Some(task) = self.tasks.get_mut(&record.partition).filter(|_| stateful)
+            && let Some(received_at) =
+                crate::kafka::headers::get(record.headers, crate::kafka::headers::RECEIVED_AT).and_then(|v| v.parse().ok())
+        {
+            task.stream_time_ms = task.stream_time_ms.max(received_at);
         }
         self.txn.offsets.insert((record.topic.to_owned(), record.partition), record.offset + 1);
         self.txn.records += 1;

@@ -23,7 +23,11 @@ use crate::shutdown::CancellationToken;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs until `shutdown` or a fatal error.
-pub fn run_loop(consumer: &BaseConsumer<RuntimeContext>, shared: &Arc<Mutex<Option<Engine>>>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+pub fn run_loop(
+    consumer: &BaseConsumer<RuntimeContext>,
+    shared: &Arc<Mutex<Option<Engine>>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let lock = || shared.lock().expect("engine lock");
     loop {
         if shutdown.is_cancelled() {
@@ -70,6 +74,13 @@ pub fn run_loop(consumer: &BaseConsumer<RuntimeContext>, shared: &Arc<Mutex<Opti
                     continue;
                 }
             },
+            // Fenced by a newer member with our instance id (we are a zombie), or another
+            // unrecoverable consumer state: stop, so the supervisor restarts a clean instance.
+            Some(Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => {
+                crate::metrics::ERRORS.with_label_values(&["processor", "consumer_fatal"]).inc();
+                let _ = engine.abort("consumer_fatal");
+                return Err(anyhow::anyhow!("fatal consumer error (fenced by a newer instance?): {error}"));
+            }
             Some(Err(error)) => {
                 tracing::warn!(%error, "Consumer error.");
                 crate::metrics::ERRORS.with_label_values(&["processor", "consumer_error"]).inc();
@@ -77,10 +88,10 @@ pub fn run_loop(consumer: &BaseConsumer<RuntimeContext>, shared: &Arc<Mutex<Opti
             None => {}
         }
 
-        if engine.commit_due() {
-            if let Err(error) = engine.commit(consumer) {
-                handle_txn_error(engine, consumer, error)?;
-            }
+        if engine.commit_due()
+            && let Err(error) = engine.commit(consumer)
+        {
+            handle_txn_error(engine, consumer, error)?;
         }
     }
 }

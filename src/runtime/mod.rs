@@ -17,7 +17,6 @@ mod task;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,13 +27,10 @@ use crate::config::{DatabaseArgs, KafkaArgs, RegistryArgs};
 use crate::identity::IdentityMap;
 use crate::processor::Pipeline;
 use crate::shutdown::CancellationToken;
-use crate::topology::{SourceFormat, Topology};
+use crate::topology::TopologyArgs;
 use context::RuntimeContext;
 use engine::{Cadence, Engine};
 use identities::BlockingIdentities;
-
-/// The topology shipped with the binary, used when no `--topology` file is given.
-pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/biometric.toml");
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProcessArgs {
@@ -75,49 +71,6 @@ pub struct ProcessArgs {
     /// Where to serve `GET /metrics`.
     #[arg(long, env = "PROCESSOR_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
-}
-
-/// Which topology to run.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TopologyArgs {
-    /// Topology file (TOML). Default: the topology shipped in the binary
-    /// (`topologies/biometric.toml`).
-    #[arg(long = "topology", env = "TOPOLOGY_FILE")]
-    pub file: Option<PathBuf>,
-
-    /// Name of the topic Terra publishes to directly (overrides the topology's Terra source).
-    #[arg(long, env = "TERRA_DIRECT_TOPIC")]
-    pub terra_direct_topic: Option<String>,
-
-    /// Suffix `-<namespace>` added to every topic and to the application id, so several copies
-    /// of the pipeline can share a cluster (demo runs, tests, staging tenants).
-    #[arg(long, env = "TOPOLOGY_NAMESPACE")]
-    pub namespace: Option<String>,
-}
-
-impl TopologyArgs {
-    pub fn load(&self) -> anyhow::Result<Topology> {
-        let namespace = self.namespace.as_deref();
-        let mut topology = match &self.file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("cannot read topology file {}: {error}", path.display()))?;
-                Topology::parse_namespaced(&text, &path.display().to_string(), namespace)?
-            }
-            None => Topology::parse_namespaced(DEFAULT_TOPOLOGY, "topologies/biometric.toml (built in)", namespace)?,
-        };
-        if let Some(topic) = &self.terra_direct_topic {
-            let Some(source) = topology.sources.iter_mut().find(|s| s.format == SourceFormat::Terra) else {
-                anyhow::bail!("TERRA_DIRECT_TOPIC is set but the topology has no Terra source");
-            };
-            let old = std::mem::replace(&mut source.topic, topic.clone());
-            for spec in &mut topology.topics {
-                if spec.name == old {
-                    spec.name = topic.clone();
-                }
-            }
-        }
-        Ok(topology)
-    }
 }
 
 fn default_instance_id() -> String {

@@ -37,7 +37,13 @@ pub struct ChangelogStore<V> {
 
 impl<V: Serialize + DeserializeOwned> ChangelogStore<V> {
     pub fn new(name: &str, changelog_topic: &str, partition: i32) -> Self {
-        ChangelogStore { name: name.to_owned(), changelog_topic: changelog_topic.to_owned(), partition, map: HashMap::new(), dirty: BTreeSet::new() }
+        ChangelogStore {
+            name: name.to_owned(),
+            changelog_topic: changelog_topic.to_owned(),
+            partition,
+            map: HashMap::new(),
+            dirty: BTreeSet::new(),
+        }
     }
 
     /// The latest value (or a tombstone) of every key changed since the last drain, for the
@@ -157,11 +163,9 @@ fn restore_topic(consumer: &BaseConsumer<RestoreContext>, topic: &str, stores: &
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 let Some(index) = by_partition.get(&message.partition()) else { continue };
-                stores[*index].apply_record(message.key().unwrap_or_default(), message.payload()).map_err(|text| RestoreError::Corrupt {
-                    topic: topic.to_owned(),
-                    partition: message.partition(),
-                    message: text,
-                })?;
+                stores[*index]
+                    .apply_record(message.key().unwrap_or_default(), message.payload())
+                    .map_err(|text| RestoreError::Corrupt { topic: topic.to_owned(), partition: message.partition(), message: text })?;
                 applied += 1;
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -175,7 +179,13 @@ fn restore_topic(consumer: &BaseConsumer<RestoreContext>, topic: &str, stores: &
             None => {}
         }
         if last_log.elapsed() > Duration::from_secs(5) {
-            tracing::info!(topic, applied, partitions_left = remaining.len(), elapsed_ms = started.elapsed().as_millis() as u64, "Restoring stores.");
+            tracing::info!(
+                topic,
+                applied,
+                partitions_left = remaining.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Restoring stores."
+            );
             last_log = Instant::now();
         }
     }
@@ -185,7 +195,14 @@ fn restore_topic(consumer: &BaseConsumer<RestoreContext>, topic: &str, stores: &
         crate::metrics::STORE_RESTORE_DURATION.with_label_values(&[store.store_name()]).observe(elapsed.as_secs_f64());
     }
     let entries: usize = stores.iter().map(|s| s.entries()).sum();
-    tracing::info!(topic, partitions = stores.len(), records = applied, entries, elapsed_ms = elapsed.as_millis() as u64, "Stores restored.");
+    tracing::info!(
+        topic,
+        partitions = stores.len(),
+        records = applied,
+        entries,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "Stores restored."
+    );
     Ok(())
 }
 
@@ -195,7 +212,9 @@ pub struct RestoreContext;
 
 impl rdkafka::ClientContext for RestoreContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) && error.rdkafka_error_code() != Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF) {
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && error.rdkafka_error_code() != Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
+        {
             tracing::warn!(%error, reason, "Restore consumer error.");
         }
     }
@@ -208,7 +227,15 @@ fn is_transient(error: &KafkaError) -> bool {
     use rdkafka::error::RDKafkaErrorCode as Code;
     matches!(
         error.rdkafka_error_code(),
-        Some(Code::BrokerTransportFailure | Code::AllBrokersDown | Code::NetworkException | Code::RequestTimedOut | Code::OperationTimedOut | Code::LeaderNotAvailable | Code::NotLeaderForPartition)
+        Some(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+        )
     )
 }
 

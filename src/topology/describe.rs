@@ -103,10 +103,7 @@ fn graph(topology: &Topology) -> Graph {
     }
     subtopologies.push(SubTopology { nodes });
 
-    Graph {
-        subtopologies,
-        stores: topology.stores.iter().map(|s| (s.name.clone(), s.changelog_topic.clone())).collect(),
-    }
+    Graph { subtopologies, stores: topology.stores.iter().map(|s| (s.name.clone(), s.changelog_topic.clone())).collect() }
 }
 
 /// Renders the topology in `format`.

@@ -8,8 +8,11 @@
 //! - `describe.rs` prints it as text, Mermaid or Graphviz, like Kafka Streams'
 //!   `Topology#describe()`.
 
+mod args;
 pub mod describe;
 pub mod spec;
+
+pub use args::{DEFAULT_TOPOLOGY, TopologyArgs};
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -128,8 +131,7 @@ pub enum TopologyError {
 impl Topology {
     /// Reads and validates a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
         Topology::parse(&text, &path.display().to_string())
     }
 
@@ -150,7 +152,8 @@ impl Topology {
             spec.sources.iter_mut().for_each(|source| rename(&mut source.topic));
             spec.sinks.iter_mut().for_each(|sink| rename(&mut sink.topic));
             rename(&mut spec.dlq.topic);
-            spec.topics = std::mem::take(&mut spec.topics).into_iter().map(|(name, settings)| (format!("{name}-{namespace}"), settings)).collect();
+            spec.topics =
+                std::mem::take(&mut spec.topics).into_iter().map(|(name, settings)| (format!("{name}-{namespace}"), settings)).collect();
         }
         Validator { text, origin }.validate(spec)
     }
@@ -351,7 +354,11 @@ impl Validator<'_> {
         ];
         let Some((kind, allowed)) = TYPES.iter().find(|(name, _)| *name == p.kind.get_ref().as_str()) else {
             let known: Vec<&str> = TYPES.iter().map(|(name, _)| *name).collect();
-            return Err(self.error(&p.kind, "processors.type", format!("unknown type {:?} (one of {})", p.kind.get_ref(), known.join(", "))));
+            return Err(self.error(
+                &p.kind,
+                "processors.type",
+                format!("unknown type {:?} (one of {})", p.kind.get_ref(), known.join(", ")),
+            ));
         };
         if (*kind == "normalize") != (index == 0) {
             return Err(self.error(&p.kind, "processors.type", "normalize must be the first processor, and only the first"));
@@ -373,7 +380,11 @@ impl Validator<'_> {
     fn dedup(&self, p: &ProcessorSpec) -> Result<DedupParams, TopologyError> {
         let days = p.window_days.as_ref().map_or(7, |d| *d.get_ref());
         if days == 0 {
-            return Err(self.error(p.window_days.as_ref().expect("0 is only read from the file"), "processors.window_days", "must be at least 1"));
+            return Err(self.error(
+                p.window_days.as_ref().expect("0 is only read from the file"),
+                "processors.window_days",
+                "must be at least 1",
+            ));
         }
         Ok(DedupParams { window_ms: i64::from(days) * 86_400_000 })
     }
@@ -448,6 +459,7 @@ impl Validator<'_> {
                 merged.replication_factor = over.replication_factor.or(merged.replication_factor);
                 merged.compression = over.compression.clone().or(merged.compression);
                 merged.retention_ms = over.retention_ms.or(merged.retention_ms);
+                merged.max_message_bytes = over.max_message_bytes.or(merged.max_message_bytes);
             }
             merged
         };
@@ -455,6 +467,9 @@ impl Validator<'_> {
             let mut configs = BTreeMap::new();
             if let Some(compression) = settings.compression {
                 configs.insert("compression.type".to_owned(), compression);
+            }
+            if let Some(max) = settings.max_message_bytes {
+                configs.insert("max.message.bytes".to_owned(), max.to_string());
             }
             if compact {
                 configs.insert("cleanup.policy".to_owned(), "compact".to_owned());

@@ -78,8 +78,20 @@ impl ProcessorSpec {
         macro_rules! collect {
             ($($field:ident),*) => { $( if let Some(value) = &self.$field { set.push((stringify!($field), value.span())); } )* };
         }
-        collect!(store, window_days, rmssd_critical_below_ms, rmssd_high_below_ms, sdnn_enabled, sdnn_critical_below_ms,
-            sdnn_high_below_ms, recent_days, baseline_days, band_sd, min_recent_readings, min_history_days);
+        collect!(
+            store,
+            window_days,
+            rmssd_critical_below_ms,
+            rmssd_high_below_ms,
+            sdnn_enabled,
+            sdnn_critical_below_ms,
+            sdnn_high_below_ms,
+            recent_days,
+            baseline_days,
+            band_sd,
+            min_recent_readings,
+            min_history_days
+        );
         set
     }
 }
@@ -119,4 +131,7 @@ pub struct TopicSettings {
     pub replication_factor: Option<i32>,
     pub compression: Option<String>,
     pub retention_ms: Option<i64>,
+    /// `max.message.bytes`: must exceed the ingress's MAX_BODY_BYTES plus headers, or a large
+    /// (but accepted) webhook could never be written.
+    pub max_message_bytes: Option<i64>,
 }

@@ -11,9 +11,9 @@
 pub mod apple_health;
 pub mod oura;
 pub mod signature;
+pub mod terra;
 #[cfg(test)]
 pub(crate) mod test_support;
-pub mod terra;
 pub mod time;
 pub mod whoop;
 
@@ -166,13 +166,7 @@ pub fn event_id(vendor: Vendor, kind: EventKind, natural_key: &str) -> String {
 /// A new event carrying the fields every vendor fills the same way: ids, vendor, kind, times,
 /// lineage and trace id. Metrics start empty (`None`); triggers empty and priority `Normal` until
 /// the processor judges the event. `user_id` starts as the vendor-scoped fallback.
-pub fn base_event(
-    input: &RawInput<'_>,
-    kind: EventKind,
-    natural_key: &str,
-    vendor_user_id: &str,
-    measured_at: i64,
-) -> BiometricEvent {
+pub fn base_event(input: &RawInput<'_>, kind: EventKind, natural_key: &str, vendor_user_id: &str, measured_at: i64) -> BiometricEvent {
     BiometricEvent {
         event_id: event_id(input.vendor, kind, natural_key),
         user_id: vendor_scoped_user_id(input.vendor, vendor_user_id),

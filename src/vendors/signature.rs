@@ -69,38 +69,25 @@ pub fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> HmacSha256 {
 
 /// Checks a MAC over `parts` against `expected` in constant time.
 pub fn verify_mac(secret: &[u8], parts: &[&[u8]], expected: &[u8]) -> Result<(), SignatureError> {
-    hmac_sha256(secret, parts)
-        .verify_slice(expected)
-        .map_err(|_| SignatureError::Mismatch)
+    hmac_sha256(secret, parts).verify_slice(expected).map_err(|_| SignatureError::Mismatch)
 }
 
 /// Refuses a signed timestamp (seconds) too far from now: a captured request replayed later
 /// fails here even though its MAC is valid.
 pub fn check_freshness(signed_at_secs: i64, ctx: &VerifyContext<'_>) -> Result<(), SignatureError> {
     let skew = ctx.now_unix_secs.abs_diff(signed_at_secs);
-    if skew > ctx.tolerance_secs {
-        Err(SignatureError::Stale)
-    } else {
-        Ok(())
-    }
+    if skew > ctx.tolerance_secs { Err(SignatureError::Stale) } else { Ok(()) }
 }
 
 /// The first of `names` present in `headers` as valid UTF-8 (header names are case-insensitive).
 pub fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|name| headers.get(*name))
-        .and_then(|value| value.to_str().ok())
+    names.iter().find_map(|name| headers.get(*name)).and_then(|value| value.to_str().ok())
 }
 
 /// The value of header `name`, or of the first of `aliases` present (a vendor that renamed its
 /// header). `Missing(name)` when none is there, `Malformed(name)` when the value is not visible
 /// ASCII. Errors name the documented header, never the value.
-pub fn required_header<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
-    aliases: &[&str],
-) -> Result<&'a str, SignatureError> {
+pub fn required_header<'a>(headers: &'a HeaderMap, name: &'static str, aliases: &[&str]) -> Result<&'a str, SignatureError> {
     std::iter::once(name)
         .chain(aliases.iter().copied())
         .find_map(|candidate| headers.get(candidate))

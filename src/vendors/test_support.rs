@@ -42,12 +42,7 @@ pub const TOLERANCE_SECS: u64 = 300;
 
 /// A header map from `(name, value)` pairs.
 pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            (HeaderName::try_from(*name).unwrap(), HeaderValue::try_from(*value).unwrap())
-        })
-        .collect()
+    pairs.iter().map(|(name, value)| (HeaderName::try_from(*name).unwrap(), HeaderValue::try_from(*value).unwrap())).collect()
 }
 
 /// A context with `secret` whose clock reads `now_unix_secs`.
@@ -58,24 +53,10 @@ pub fn context(secret: &[u8], now_unix_secs: i64) -> VerifyContext<'_> {
 /// The secret and the headers recorded for fixture `file` in a vendor's `signatures.json`.
 pub fn vector(signatures_json: &[u8], file: &str) -> (Vec<u8>, HeaderMap) {
     let doc: serde_json::Value = serde_json::from_slice(signatures_json).unwrap();
-    let secret = ["signing_secret", "client_secret"]
-        .iter()
-        .find_map(|key| doc[*key].as_str())
-        .unwrap()
-        .as_bytes()
-        .to_vec();
-    let vector = doc["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|vector| vector["file"] == file)
-        .unwrap();
-    let pairs: Vec<(&str, &str)> = vector["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str().unwrap()))
-        .collect();
+    let secret = ["signing_secret", "client_secret"].iter().find_map(|key| doc[*key].as_str()).unwrap().as_bytes().to_vec();
+    let vector = doc["vectors"].as_array().unwrap().iter().find(|vector| vector["file"] == file).unwrap();
+    let pairs: Vec<(&str, &str)> =
+        vector["headers"].as_object().unwrap().iter().map(|(name, value)| (name.as_str(), value.as_str().unwrap())).collect();
     (secret, header_map(&pairs))
 }
 

@@ -44,9 +44,7 @@ pub fn date_to_millis(value: &str) -> Result<i64, NormalizeError> {
 /// send UTC times plus a separate offset (WHOOP `timezone_offset`, vendors.md §9), where the date
 /// part of the UTC string would be the wrong day for evening records.
 pub fn local_date_at_offset(instant: &str, offset: &str) -> Result<String, NormalizeError> {
-    let offset: FixedOffset = offset
-        .parse()
-        .map_err(|error| NormalizeError::InvalidValue(format!("offset {offset:?}: {error}")))?;
+    let offset: FixedOffset = offset.parse().map_err(|error| NormalizeError::InvalidValue(format!("offset {offset:?}: {error}")))?;
     DateTime::parse_from_rfc3339(instant)
         .map(|parsed| parsed.with_timezone(&offset).format("%Y-%m-%d").to_string())
         .map_err(|error| NormalizeError::InvalidValue(format!("timestamp {instant:?}: {error}")))

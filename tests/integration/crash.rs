@@ -92,7 +92,12 @@ fn count_records(topic: &str, timeout: Duration, minimum: usize) -> Vec<(String,
     while Instant::now() < deadline {
         seen = helpers::read_raw(topic, usize::MAX, Duration::from_secs(4))
             .into_iter()
-            .map(|r| (r.headers.get("source-offset").cloned().unwrap_or_default(), r.headers.get("source-partition").cloned().unwrap_or_default()))
+            .map(|r| {
+                (
+                    r.headers.get("source-offset").cloned().unwrap_or_default(),
+                    r.headers.get("source-partition").cloned().unwrap_or_default(),
+                )
+            })
             .collect();
         if seen.len() >= minimum {
             break;
@@ -105,7 +110,10 @@ fn count_records(topic: &str, timeout: Duration, minimum: usize) -> Vec<(String,
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let topology = TestTopology::create_with(4, |text| {
         text.replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
-            .replace("# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n", "")
+            .replace(
+                "# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n",
+                "",
+            )
             .replace("[[stores]]\nname = \"dedup\"\n", "")
     })
     .await;

@@ -47,7 +47,11 @@ pub fn require_stack() {
             missing.push(format!("Kafka at {} ({error})", bootstrap()));
         }
         let registry = format!("{}/subjects", registry_url());
-        if std::process::Command::new("curl").args(["-fsS", "-o", "/dev/null", "--max-time", "5", &registry]).status().map_or(true, |s| !s.success()) {
+        if std::process::Command::new("curl")
+            .args(["-fsS", "-o", "/dev/null", "--max-time", "5", &registry])
+            .status()
+            .map_or(true, |s| !s.success())
+        {
             missing.push(format!("schema registry at {}", registry_url()));
         }
         for (name, addr) in [("PostgreSQL", "127.0.0.1:5432"), ("Redis", "127.0.0.1:6379")] {
@@ -58,7 +62,9 @@ pub fn require_stack() {
         if missing.is_empty() { Ok(()) } else { Err(missing.join(", ")) }
     });
     if let Err(missing) = result {
-        panic!("the local stack is not up: {missing} did not answer. Start it with `scripts/stack up` (or run `scripts/test`, which does).");
+        panic!(
+            "the local stack is not up: {missing} did not answer. Start it with `scripts/stack up` (or run `scripts/test`, which does)."
+        );
     }
 }
 
@@ -71,7 +77,6 @@ pub struct TestTopology {
     pub id: String,
     pub path: PathBuf,
     pub topology: Topology,
-    pub partitions: i32,
 }
 
 impl TestTopology {
@@ -83,7 +88,7 @@ impl TestTopology {
     pub async fn create_with(partitions: i32, edit: impl FnOnce(String) -> String) -> TestTopology {
         require_stack();
         let id = unique("t");
-        let mut text = edit(biometric_bridge::runtime::DEFAULT_TOPOLOGY.to_owned());
+        let mut text = edit(biometric_bridge::topology::DEFAULT_TOPOLOGY.to_owned());
         text = text.replace("application_id = \"biometric-bridge\"", &format!("application_id = \"bb-{id}\""));
         for topic in ["raw-webhooks.dlq", "raw-webhooks", "terra-direct", "terra-biometric-events", "biometric-events", "pending-fetch"] {
             text = text.replace(&format!("topic = \"{topic}\""), &format!("topic = \"{topic}-{id}\""));
@@ -95,7 +100,7 @@ impl TestTopology {
         std::fs::write(&path, &text).unwrap();
         let topology = Topology::load(&path).unwrap();
         biometric_bridge::kafka::admin::ensure_topics(&kafka_args(), &topology.topics).await.expect("create test topics");
-        TestTopology { id, path, topology, partitions }
+        TestTopology { id, path, topology }
     }
 
     pub fn topic(&self, base: &str) -> String {
@@ -147,7 +152,6 @@ pub fn spawn_processor(topology: &TestTopology, instance: &str, extra_env: &[(&s
 /// A decoded output event with its record metadata.
 #[derive(Debug, Clone)]
 pub struct Received {
-    pub topic: String,
     pub key: Option<String>,
     pub headers: HashMap<String, String>,
     pub event: BiometricEvent,
@@ -181,7 +185,6 @@ pub async fn read_events(topics: &[String], expected: usize, timeout: Duration) 
             .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
             .unwrap_or_default();
         out.push(Received {
-            topic: message.topic().to_owned(),
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             headers,
             event,
@@ -196,8 +199,6 @@ pub struct RawRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: HashMap<String, String>,
-    pub partition: i32,
-    pub offset: i64,
 }
 
 pub fn read_raw(topic: &str, expected: usize, timeout: Duration) -> Vec<RawRecord> {
@@ -221,8 +222,6 @@ pub fn read_raw(topic: &str, expected: usize, timeout: Duration) -> Vec<RawRecor
                 .headers()
                 .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
                 .unwrap_or_default(),
-            partition: message.partition(),
-            offset: message.offset(),
         });
     }
     out

@@ -2,6 +2,19 @@
 //! One test binary: faster to build than one per file.
 
 mod crash;
+mod dlq_replay;
+mod fencing;
 mod helpers;
+mod ingress_auth;
+mod ingress_dedup;
+mod ingress_errors;
+mod ingress_harness;
+mod ingress_probes;
+mod ingress_process;
 mod ingress_support;
+mod ingress_tokens;
+mod sink_crash;
+mod sink_postgres;
+mod sink_support;
+mod state;
 mod terra_end_to_end;

@@ -59,11 +59,8 @@ fn terra_sleep(reading: &Reading) -> Vec<u8> {
 }
 
 async fn produce(topic: &str, readings: &[Reading], received_offset_ms: i64) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", helpers::bootstrap())
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", helpers::bootstrap()).set("enable.idempotence", "true").create().unwrap();
     for reading in readings {
         let body = terra_sleep(reading);
         let key = format!("terra:terra-{}", reading.user);
@@ -139,7 +136,11 @@ async fn personal_baseline_fires_in_the_drop_where_fixed_thresholds_fire_never_o
             .iter()
             .map(|r| r.event.triggers.iter().any(|t| t.trigger_type == "STRESS_INTERVENTION" || t.trigger_type == "URGENT_INTERVENTION"))
             .collect();
-        assert!(fixed.iter().all(|fired| *fired == fixed_fires), "{user}: fixed thresholds should fire {}", if fixed_fires { "always" } else { "never" });
+        assert!(
+            fixed.iter().all(|fired| *fired == fixed_fires),
+            "{user}: fixed thresholds should fire {}",
+            if fixed_fires { "always" } else { "never" }
+        );
     }
 }
 
@@ -161,11 +162,8 @@ async fn a_redelivery_a_day_later_produces_no_second_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_survives_a_crash_and_a_rebalance_with_the_same_numbers() {
-    let readings: Vec<Reading> = ["ann", "bob", "cem", "dee"]
-        .iter()
-        .enumerate()
-        .flat_map(|(i, user)| series(user, 40.0 + 15.0 * i as f64, 45, 8))
-        .collect();
+    let readings: Vec<Reading> =
+        ["ann", "bob", "cem", "dee"].iter().enumerate().flat_map(|(i, user)| series(user, 40.0 + 15.0 * i as f64, 45, 8)).collect();
     let (first, second): (Vec<Reading>, Vec<Reading>) = readings.iter().cloned().partition(|r| r.day < 25);
     let short_session = [("SESSION_TIMEOUT_MS", "6000")];
 
@@ -181,7 +179,12 @@ async fn state_survives_a_crash_and_a_rebalance_with_the_same_numbers() {
     let out = crashed.topic("terra-biometric-events");
     produce(&raw, &first, 3_600_000).await;
     let mut a = helpers::spawn_processor(&crashed, "a", &short_session);
-    assert_eq!(helpers::read_events(std::slice::from_ref(&out), first.len(), Duration::from_secs(60)).await.len(), first.len(), "{}", a.log_tail());
+    assert_eq!(
+        helpers::read_events(std::slice::from_ref(&out), first.len(), Duration::from_secs(60)).await.len(),
+        first.len(),
+        "{}",
+        a.log_tail()
+    );
     a.child.kill().unwrap();
     produce(&raw, &second, 3_600_000).await;
     let b = helpers::spawn_processor(&crashed, "b", &short_session);

@@ -60,7 +60,14 @@ struct Run {
     outputs: Vec<Output>,
 }
 
-fn run(topic: &str, headers: &OwnedHeaders, body: &[u8], identities: &mut MapIdentities, dedup: &mut MemoryStore<Seen>, baseline: &mut MemoryStore<BaselineState>) -> Result<Run, InfraError> {
+fn run(
+    topic: &str,
+    headers: &OwnedHeaders,
+    body: &[u8],
+    identities: &mut MapIdentities,
+    dedup: &mut MemoryStore<Seen>,
+    baseline: &mut MemoryStore<BaselineState>,
+) -> Result<Run, InfraError> {
     let record = Record {
         topic,
         partition: 3,
@@ -134,7 +141,16 @@ fn apple_sdnn_of_18_ms_is_not_critical_by_default() {
 #[test]
 fn apple_health_goes_to_biometric_events_under_the_token_user() {
     let headers = ingress_headers("apple-health", &[(headers::VENDOR_USER_ID, "user-77")]);
-    let outputs = run("raw-webhooks", &headers, &fixture("apple_healthkit/hae_metrics_low_hrv.json"), &mut MapIdentities::default(), &mut MemoryStore::default(), &mut MemoryStore::default()).unwrap().outputs;
+    let outputs = run(
+        "raw-webhooks",
+        &headers,
+        &fixture("apple_healthkit/hae_metrics_low_hrv.json"),
+        &mut MapIdentities::default(),
+        &mut MemoryStore::default(),
+        &mut MemoryStore::default(),
+    )
+    .unwrap()
+    .outputs;
     assert!(!outputs.is_empty());
     for out in &outputs {
         assert_eq!(out.topic, "biometric-events");
@@ -190,7 +206,16 @@ fn oura_and_whoop_notifications_go_unchanged_to_pending_fetch() {
 #[test]
 fn terra_auth_updates_identity_and_emits_nothing() {
     let mut identities = MapIdentities::default();
-    let outputs = run("raw-webhooks", &ingress_headers("terra", &[]), &fixture("terra/auth_success.json"), &mut identities, &mut MemoryStore::default(), &mut MemoryStore::default()).unwrap().outputs;
+    let outputs = run(
+        "raw-webhooks",
+        &ingress_headers("terra", &[]),
+        &fixture("terra/auth_success.json"),
+        &mut identities,
+        &mut MemoryStore::default(),
+        &mut MemoryStore::default(),
+    )
+    .unwrap()
+    .outputs;
     assert!(outputs.is_empty());
     assert!(matches!(&identities.applied[..], [IdentityChange::Link { user_id, .. }] if user_id == "athlete-0042"));
 }
@@ -204,7 +229,16 @@ fn notices_are_skipped_not_dead_lettered() {
 fn a_mapped_identity_wins_over_the_payload() {
     let mut identities = MapIdentities::default();
     identities.links.insert((Vendor::Terra, "5c0e8c1e-3f5a-4b7e-9d6b-2f1f6c3a9e11".into()), "user-from-db".into());
-    let outputs = run("raw-webhooks", &ingress_headers("terra", &[]), &fixture("terra/sleep.json"), &mut identities, &mut MemoryStore::default(), &mut MemoryStore::default()).unwrap().outputs;
+    let outputs = run(
+        "raw-webhooks",
+        &ingress_headers("terra", &[]),
+        &fixture("terra/sleep.json"),
+        &mut identities,
+        &mut MemoryStore::default(),
+        &mut MemoryStore::default(),
+    )
+    .unwrap()
+    .outputs;
     assert_eq!(decode(&outputs[0]).user_id, "user-from-db");
 }
 
@@ -213,7 +247,8 @@ fn a_postgres_outage_is_reported_before_any_state_changes() {
     let mut identities = MapIdentities { down: true, ..Default::default() };
     let mut dedup = MemoryStore::default();
     let mut baseline = MemoryStore::default();
-    let result = run("raw-webhooks", &ingress_headers("terra", &[]), &fixture("terra/sleep.json"), &mut identities, &mut dedup, &mut baseline);
+    let result =
+        run("raw-webhooks", &ingress_headers("terra", &[]), &fixture("terra/sleep.json"), &mut identities, &mut dedup, &mut baseline);
     assert!(result.is_err());
     assert!(dedup.is_empty() && baseline.is_empty(), "nothing recorded for a record that will be retried");
 }
@@ -232,7 +267,15 @@ fn the_same_record_twice_produces_one_event() {
 #[test]
 fn terra_direct_records_are_rekeyed_into_the_repartition_topic() {
     let body = fixture("terra/sleep.json");
-    let record = Record { topic: "terra-direct", partition: 1, offset: 9, key: None, payload: Some(&body), headers: None, timestamp_ms: Some(1_795_660_000_000) };
+    let record = Record {
+        topic: "terra-direct",
+        partition: 1,
+        offset: 9,
+        key: None,
+        payload: Some(&body),
+        headers: None,
+        timestamp_ms: Some(1_795_660_000_000),
+    };
     let outputs = pipeline().process(&record, &mut MapIdentities::default(), TaskStores { dedup: None, baseline: None }).unwrap();
     assert_eq!(outputs.len(), 1);
     let out = &outputs[0];

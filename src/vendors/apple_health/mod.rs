@@ -153,18 +153,15 @@ fn mapping(metric: &Metric) -> Result<Option<Mapping>, NormalizeError> {
 
 /// Normalizes one HAE export for the user the ingress authenticated.
 pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
-    let user = input
-        .vendor_user_id
-        .ok_or_else(|| NormalizeError::InvalidShape("apple health record without the token's user".to_owned()))?;
+    let user =
+        input.vendor_user_id.ok_or_else(|| NormalizeError::InvalidShape("apple health record without the token's user".to_owned()))?;
     let export: Export = serde_json::from_slice(input.body)?;
     let mut events = Vec::new();
     for metric in &export.data.metrics {
         let Some(mapping) = mapping(metric)? else { continue };
         for value in &metric.data {
             let event = match mapping {
-                Mapping::Point(point_metric) => {
-                    Some(map_point(input, user, &metric.name, point_metric, Point::deserialize(value)?)?)
-                }
+                Mapping::Point(point_metric) => Some(map_point(input, user, &metric.name, point_metric, Point::deserialize(value)?)?),
                 Mapping::Sleep { seconds_per_unit } => {
                     map_sleep(input, user, &metric.name, seconds_per_unit, SleepPoint::deserialize(value)?)?
                 }
@@ -233,8 +230,7 @@ fn map_sleep(
     let (Some(date), Some(start)) = (point.date.as_deref(), point.sleep_start.as_deref()) else {
         return Ok(None);
     };
-    let mut event =
-        new_event(input, user, metric, EventKind::Sleep, date, hae_to_millis(start)?, point.source.clone())?;
+    let mut event = new_event(input, user, metric, EventKind::Sleep, date, hae_to_millis(start)?, point.source.clone())?;
     event.measured_until = point.sleep_end.as_deref().map(hae_to_millis).transpose()?;
     let seconds = |units: Option<f64>| units.map(|units| whole_seconds(units * seconds_per_unit));
     event.sleep_total_seconds = seconds(point.total_sleep);

@@ -67,10 +67,7 @@ fn hrv_is_sdnn_spot_readings_never_rmssd() {
     assert_eq!(sdnn, [47.21, 38.66, 52.03]);
     assert!(all.iter().all(|event| event.hrv_rmssd_ms.is_none()), "Apple HRV is never RMSSD");
     let first = hrv[0];
-    assert_eq!(
-        first.event_id,
-        event_id(Vendor::AppleHealth, EventKind::Hrv, &key("heart_rate_variability", "2026-11-20 03:14:52 -0800"))
-    );
+    assert_eq!(first.event_id, event_id(Vendor::AppleHealth, EventKind::Hrv, &key("heart_rate_variability", "2026-11-20 03:14:52 -0800")));
     assert_eq!(first.hrv_window, Some(HrvWindow::Spot));
     assert_eq!(first.measured_at, 1_795_173_292_000); // 2026-11-20 03:14:52 -0800
     assert_eq!(first.measured_until, None);
@@ -105,19 +102,12 @@ fn heart_rate_resting_steps_and_respiration() {
     assert_eq!(resting.measured_at, 1_795_161_600_000); // 2026-11-20 00:00:00 -0800
     assert_eq!(
         resting.event_id,
-        event_id(
-            Vendor::AppleHealth,
-            EventKind::RestingHeartRate,
-            &key("resting_heart_rate", "2026-11-20 00:00:00 -0800")
-        )
+        event_id(Vendor::AppleHealth, EventKind::RestingHeartRate, &key("resting_heart_rate", "2026-11-20 00:00:00 -0800"))
     );
 
     let heart_rate = of_kind(&all, EventKind::HeartRate);
     let first = heart_rate[0];
-    assert_eq!(
-        (first.heart_rate_min_bpm, first.heart_rate_avg_bpm, first.heart_rate_max_bpm),
-        (Some(58.0), Some(63.4), Some(74.0))
-    );
+    assert_eq!((first.heart_rate_min_bpm, first.heart_rate_avg_bpm, first.heart_rate_max_bpm), (Some(58.0), Some(63.4), Some(74.0)));
     assert_eq!(first.measured_at, 1_795_186_800_000); // 2026-11-20 07:00:00 -0800
     assert_eq!(heart_rate[1].heart_rate_avg_bpm, Some(66.0));
     assert_ne!(heart_rate[0].event_id, heart_rate[1].event_id);

@@ -58,12 +58,7 @@ struct Daily<T> {
 }
 
 impl<T> Daily<T> {
-    fn event(
-        &self,
-        input: &RawInput<'_>,
-        kind: EventKind,
-        vendor_user_id: &str,
-    ) -> Result<BiometricEvent, NormalizeError> {
+    fn event(&self, input: &RawInput<'_>, kind: EventKind, vendor_user_id: &str) -> Result<BiometricEvent, NormalizeError> {
         let measured_at = match &self.timestamp {
             Some(timestamp) => rfc3339_to_millis(timestamp)?,
             None => date_to_millis(&self.day)?,
@@ -106,11 +101,7 @@ struct SleepReadiness {
 /// A sleep period as SLEEP. `type == "deleted"` is a tombstone: no event. Only the main sleep
 /// (`long_sleep`) gives a nightly HRV; naps and short periods are session means, so they are not
 /// judged against nightly thresholds.
-pub fn map_api_sleep(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_sleep(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let sleep: Sleep = serde_json::from_slice(json)?;
     if sleep.sleep_type.as_deref() == Some("deleted") {
         return Ok(Vec::new());
@@ -153,11 +144,7 @@ struct ReadinessFields {
 
 /// `daily_readiness` as READINESS. It holds no raw HRV, only the `hrv_balance` contributor score,
 /// so no HRV field is set (§2.2).
-pub fn map_api_daily_readiness(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_daily_readiness(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let readiness: Daily<ReadinessFields> = serde_json::from_slice(json)?;
     let mut event = readiness.event(input, EventKind::Readiness, vendor_user_id)?;
     event.readiness_score = readiness.fields.score;
@@ -167,11 +154,7 @@ pub fn map_api_daily_readiness(
 
 /// `daily_sleep` (the day's sleep score) as SLEEP. Its id differs from the sleep periods', so it
 /// is its own event.
-pub fn map_api_daily_sleep(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_daily_sleep(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let daily: Daily<Score> = serde_json::from_slice(json)?;
     let mut event = daily.event(input, EventKind::Sleep, vendor_user_id)?;
     event.sleep_score = daily.fields.score;
@@ -188,11 +171,7 @@ struct ActivityFields {
 }
 
 /// `daily_activity` as ACTIVITY.
-pub fn map_api_daily_activity(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_daily_activity(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let activity: Daily<ActivityFields> = serde_json::from_slice(json)?;
     let mut event = activity.event(input, EventKind::Activity, vendor_user_id)?;
     let fields = &activity.fields;
@@ -217,11 +196,7 @@ struct HeartRateSample {
 /// A page of the `heartrate` series: one HEART_RATE event per sample. Samples have no id, and a
 /// timestamp is unique only per user, so the natural key is `<oura user id>|<timestamp ms>`.
 /// Timestamps are UTC (`+00:00`) with no local day, so `local_date` stays empty.
-pub fn map_api_heartrate(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_heartrate(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let page: HeartRatePage = serde_json::from_slice(json)?;
     page.data
         .into_iter()

@@ -19,10 +19,7 @@ use serde::Deserialize;
 use super::{NormalizeError, Outcome, PendingFetch, RawInput};
 use crate::event::Vendor;
 
-pub use api::{
-    map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record,
-    map_api_sleep,
-};
+pub use api::{map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record, map_api_sleep};
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
 
 /// The notification body (§2.1). All strings; `event_time` is not needed (the fetched record is
@@ -67,10 +64,7 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         // `kind` is a metric label, so it stays a constant; the vendor's strings go in the detail.
         "delete" => Ok(Outcome::Notice {
             kind: "delete".to_owned(),
-            detail: format!(
-                "{} record {} deleted at Oura; nothing to fetch",
-                notification.data_type, notification.object_id
-            ),
+            detail: format!("{} record {} deleted at Oura; nothing to fetch", notification.data_type, notification.object_id),
         }),
         other => Err(NormalizeError::UnsupportedType(format!("oura event_type {other}"))),
     }

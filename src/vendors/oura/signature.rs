@@ -3,9 +3,7 @@
 
 use axum::http::HeaderMap;
 
-use crate::vendors::signature::{
-    SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac,
-};
+use crate::vendors::signature::{SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac};
 
 const SIGNATURE: &str = "x-oura-signature";
 const TIMESTAMP: &str = "x-oura-timestamp";

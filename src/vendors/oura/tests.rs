@@ -3,8 +3,8 @@
 use axum::http::HeaderMap;
 
 use super::{
-    delivery_id, map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate,
-    map_api_record, map_api_sleep, normalize, vendor_user_id, verify_signature,
+    delivery_id, map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record, map_api_sleep,
+    normalize, vendor_user_id, verify_signature,
 };
 use crate::event::{EventKind, HrvWindow, Vendor};
 use crate::vendors::signature::SignatureError;
@@ -12,12 +12,9 @@ use crate::vendors::test_support::{context, header_map, mac, one, raw_input, rep
 use crate::vendors::{Outcome, PendingFetch, RawInput, event_id};
 
 const WEBHOOK_SLEEP_CREATE: &[u8] = include_bytes!("../../../tests/fixtures/oura/webhook_sleep_create.json");
-const WEBHOOK_DAILY_SLEEP_CREATE: &[u8] =
-    include_bytes!("../../../tests/fixtures/oura/webhook_daily_sleep_create.json");
-const WEBHOOK_READINESS_CREATE: &[u8] =
-    include_bytes!("../../../tests/fixtures/oura/webhook_daily_readiness_create.json");
-const WEBHOOK_ACTIVITY_UPDATE: &[u8] =
-    include_bytes!("../../../tests/fixtures/oura/webhook_daily_activity_update.json");
+const WEBHOOK_DAILY_SLEEP_CREATE: &[u8] = include_bytes!("../../../tests/fixtures/oura/webhook_daily_sleep_create.json");
+const WEBHOOK_READINESS_CREATE: &[u8] = include_bytes!("../../../tests/fixtures/oura/webhook_daily_readiness_create.json");
+const WEBHOOK_ACTIVITY_UPDATE: &[u8] = include_bytes!("../../../tests/fixtures/oura/webhook_daily_activity_update.json");
 const WEBHOOK_SLEEP_DELETE: &[u8] = include_bytes!("../../../tests/fixtures/oura/webhook_sleep_delete.json");
 const API_SLEEP: &[u8] = include_bytes!("../../../tests/fixtures/oura/api_sleep.json");
 const API_SLEEP_LOW_HRV: &[u8] = include_bytes!("../../../tests/fixtures/oura/api_sleep_low_hrv.json");
@@ -34,12 +31,7 @@ const RECEIVED_AT: i64 = 1_795_218_751_250;
 const SIGNED_AT: i64 = 1_795_218_751;
 
 fn input(body: &[u8]) -> RawInput<'_> {
-    RawInput {
-        received_at_ms: RECEIVED_AT,
-        source_topic: "pending.oura",
-        source_offset: 77,
-        ..raw_input(Vendor::Oura, body)
-    }
+    RawInput { received_at_ms: RECEIVED_AT, source_topic: "pending.oura", source_offset: 77, ..raw_input(Vendor::Oura, body) }
 }
 
 fn pending(data_type: &str, object_id: &str, api_path: &str) -> Outcome {
@@ -232,10 +224,7 @@ fn api_heartrate_is_one_event_per_sample_keyed_by_user_and_time() {
 fn map_api_record_dispatches_on_data_type() {
     let raw = input(b"{}");
     assert_eq!(map_api_record("sleep", API_SLEEP, &raw, USER), map_api_sleep(API_SLEEP, &raw, USER));
-    assert_eq!(
-        map_api_record("daily_readiness", API_DAILY_READINESS, &raw, USER).unwrap()[0].kind,
-        EventKind::Readiness
-    );
+    assert_eq!(map_api_record("daily_readiness", API_DAILY_READINESS, &raw, USER).unwrap()[0].kind, EventKind::Readiness);
     assert_eq!(map_api_record("daily_sleep", API_DAILY_SLEEP, &raw, USER).unwrap()[0].sleep_score, Some(85.0));
     assert_eq!(map_api_record("daily_activity", API_DAILY_ACTIVITY, &raw, USER).unwrap()[0].steps, Some(9_874));
     assert_eq!(map_api_record("heartrate", API_HEARTRATE, &raw, USER).unwrap().len(), 5);
@@ -260,10 +249,9 @@ fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
 
 #[test]
 fn recorded_vectors_verify() {
-    for (file, body) in [
-        ("webhook_sleep_create.json", WEBHOOK_SLEEP_CREATE),
-        ("webhook_daily_readiness_create.json", WEBHOOK_READINESS_CREATE),
-    ] {
+    for (file, body) in
+        [("webhook_sleep_create.json", WEBHOOK_SLEEP_CREATE), ("webhook_daily_readiness_create.json", WEBHOOK_READINESS_CREATE)]
+    {
         let (secret, headers) = vector(SIGNATURES, file);
         assert_eq!(secret, SECRET);
         assert_eq!(verify_signature(&headers, body, &context(&secret, SIGNED_AT)), Ok(()), "{file}");

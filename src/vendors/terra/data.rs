@@ -51,9 +51,7 @@ struct Metadata {
 impl Metadata {
     /// The upsert key of sleep and activity records.
     fn summary_id(&self, kind: &str) -> Result<&str, NormalizeError> {
-        self.summary_id
-            .as_deref()
-            .ok_or_else(|| NormalizeError::InvalidShape(format!("terra {kind} without metadata.summary_id")))
+        self.summary_id.as_deref().ok_or_else(|| NormalizeError::InvalidShape(format!("terra {kind} without metadata.summary_id")))
     }
 }
 
@@ -212,8 +210,7 @@ fn sleep(input: &RawInput<'_>, user: &TerraUser, record: Sleep) -> Result<Biomet
         event.sleep_efficiency_pct = durations.sleep_efficiency;
     }
     event.readiness_score = record.readiness_data.and_then(|readiness| readiness.readiness);
-    event.respiratory_rate_bpm =
-        record.respiration_data.and_then(|respiration| respiration.breaths_data?.avg_breaths_per_min);
+    event.respiratory_rate_bpm = record.respiration_data.and_then(|respiration| respiration.breaths_data?.avg_breaths_per_min);
     event.temperature_deviation_celsius = record.temperature_data.and_then(|temperature| temperature.delta);
     event.sleep_score = record.scores.and_then(|scores| scores.sleep);
     Ok(event)

@@ -57,12 +57,7 @@ fn auth(event: Auth) -> Result<Outcome, NormalizeError> {
         .filter(|id| !id.is_empty())
         .or_else(|| user.reference_id().map(str::to_owned))
         .ok_or_else(|| NormalizeError::InvalidShape("terra auth success without reference_id".to_owned()))?;
-    Ok(Outcome::Identity(IdentityChange::Link {
-        vendor: Vendor::Terra,
-        vendor_user_id: user.user_id,
-        user_id,
-        provider: user.provider,
-    }))
+    Ok(Outcome::Identity(IdentityChange::Link { vendor: Vendor::Terra, vendor_user_id: user.user_id, user_id, provider: user.provider }))
 }
 
 /// Terra replaced the connection id; all later data uses the new one (§1.2, T3-reauth).

@@ -29,13 +29,9 @@ const TRACE_ID_HEADER: &str = "x-terra-trace-id";
 fn notice_reason(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "athlete" | "nutrition" | "menstruation" => "data type not used by this pipeline",
-        "large_request_processing" | "large_request_sending" | "processing" => {
-            "progress notice; the data follows in later events"
-        }
+        "large_request_processing" | "large_request_sending" | "processing" => "progress notice; the data follows in later events",
         "s3_payload" | "s3_upload" => "ping-mode pointer to a payload stored by Terra",
-        "connection_error" | "permission_change" | "google_no_datasource" | "rate_limit_hit" => {
-            "connection status notice without data"
-        }
+        "connection_error" | "permission_change" | "google_no_datasource" | "rate_limit_hit" => "connection status notice without data",
         "healthcheck" => "destination health check",
         _ => return None,
     })
@@ -88,9 +84,7 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let head: Head = serde_json::from_slice(input.body)?;
     match head.kind.as_str() {
         "sleep" | "daily" | "body" | "activity" => data::normalize(&head.kind, input).map(Outcome::Events),
-        "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => {
-            identity::normalize(&head.kind, input.body)
-        }
+        "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => identity::normalize(&head.kind, input.body),
         kind => match notice_reason(kind) {
             Some(reason) => Ok(Outcome::Notice { kind: head.kind, detail: reason.to_owned() }),
             None => Err(NormalizeError::UnsupportedType(format!("terra {kind}"))),

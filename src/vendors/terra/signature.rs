@@ -3,9 +3,7 @@
 
 use axum::http::HeaderMap;
 
-use crate::vendors::signature::{
-    SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac,
-};
+use crate::vendors::signature::{SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac};
 
 /// The documented name. Terra currently sends the same value as `X-Terra-Signature` too (plus the
 /// deprecated `Terra-Signature`); header names are case-insensitive.

@@ -257,10 +257,9 @@ fn user_without_reference_id_keeps_a_vendor_scoped_id() {
 fn one_event_per_data_element_and_empty_data_is_no_events() {
     let text = std::str::from_utf8(DAILY).unwrap();
     let element = &text[text.find("    {\n      \"metadata\"").unwrap()..text.rfind("\n  ]").unwrap()];
-    let second_day = element.replace("2026-11-20T", "2026-11-21T").replace(
-        "2026-11-21T00:00:00.000000-05:00\",\n        \"upload",
-        "2026-11-22T00:00:00.000000-05:00\",\n        \"upload",
-    );
+    let second_day = element
+        .replace("2026-11-20T", "2026-11-21T")
+        .replace("2026-11-21T00:00:00.000000-05:00\",\n        \"upload", "2026-11-22T00:00:00.000000-05:00\",\n        \"upload");
     let two = replaced(DAILY, element, &format!("{element},\n{second_day}"));
     let days: Vec<_> = events(&two).into_iter().map(|event| event.local_date.unwrap()).collect();
     assert_eq!(days, ["2026-11-20", "2026-11-21"]);
@@ -297,8 +296,7 @@ fn failed_or_cancelled_auth_is_a_notice() {
 
 #[test]
 fn deauth_and_access_revoked_unlink() {
-    let expected =
-        Outcome::Identity(IdentityChange::Unlink { vendor: Vendor::Terra, vendor_user_id: OURA_CONNECTION.to_owned() });
+    let expected = Outcome::Identity(IdentityChange::Unlink { vendor: Vendor::Terra, vendor_user_id: OURA_CONNECTION.to_owned() });
     assert_eq!(normalize(&input(DEAUTH)), Ok(expected.clone()));
     let revoked = replaced(DEAUTH, "\"type\": \"deauth\"", "\"type\": \"access_revoked\"");
     assert_eq!(normalize(&input(&revoked)), Ok(expected));

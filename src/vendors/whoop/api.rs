@@ -75,8 +75,7 @@ fn new_event(
     event.measured_until = span.end.as_deref().map(rfc3339_to_millis).transpose()?;
     event.vendor_record_id = Some(id.to_owned());
     event.source_device = Some(SOURCE_DEVICE.to_owned());
-    event.local_date =
-        span.timezone_offset.as_deref().map(|offset| local_date_at_offset(date_from, offset)).transpose()?;
+    event.local_date = span.timezone_offset.as_deref().map(|offset| local_date_at_offset(date_from, offset)).transpose()?;
     Ok(event)
 }
 
@@ -103,11 +102,7 @@ struct RecoveryScore {
 /// record has no period of its own, so `measured_at` is `created_at` (just after waking) and the
 /// local date is unknown. While the user is calibrating, WHOOP's HRV is not yet trustworthy
 /// (§3.2): the event is emitted without it.
-pub fn map_api_recovery(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_recovery(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let recovery: Recovery = serde_json::from_slice(json)?;
     let Some(score) = scored(&recovery.score_state, recovery.score)? else { return Ok(Vec::new()) };
     let measured_at = rfc3339_to_millis(&recovery.created_at)?;
@@ -158,21 +153,13 @@ fn millis_to_seconds(millis: Option<i64>) -> Option<i64> {
 
 /// A scored sleep (naps included) as SLEEP. Time asleep is light + slow-wave + REM. Like the
 /// other vendors' sleep, it belongs to its wake-up day: the local date of `end`.
-pub fn map_api_sleep(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_sleep(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let sleep: Sleep = serde_json::from_slice(json)?;
     let Some(score) = scored(&sleep.score_state, sleep.score)? else { return Ok(Vec::new()) };
     let wake_up = sleep.span.end.as_deref().unwrap_or(&sleep.span.start);
     let mut event = new_event(input, EventKind::Sleep, &sleep.id, vendor_user_id, &sleep.span, wake_up)?;
     if let Some(stages) = score.stage_summary {
-        let asleep = [
-            stages.total_light_sleep_time_milli,
-            stages.total_slow_wave_sleep_time_milli,
-            stages.total_rem_sleep_time_milli,
-        ];
+        let asleep = [stages.total_light_sleep_time_milli, stages.total_slow_wave_sleep_time_milli, stages.total_rem_sleep_time_milli];
         event.sleep_total_seconds = millis_to_seconds(asleep.into_iter().sum());
         event.sleep_deep_seconds = millis_to_seconds(stages.total_slow_wave_sleep_time_milli);
         event.sleep_light_seconds = millis_to_seconds(stages.total_light_sleep_time_milli);
@@ -224,11 +211,7 @@ fn apply_effort(event: &mut BiometricEvent, score: EffortScore) {
 
 /// A scored physiological cycle (WHOOP's "day", from one sleep onset to the next) as DAILY,
 /// attributed to the local date of its start.
-pub fn map_api_cycle(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_cycle(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let cycle: Cycle = serde_json::from_slice(json)?;
     let Some(score) = scored(&cycle.score_state, cycle.score)? else { return Ok(Vec::new()) };
     let id = cycle.id.to_string();
@@ -238,15 +221,10 @@ pub fn map_api_cycle(
 }
 
 /// A scored workout as WORKOUT.
-pub fn map_api_workout(
-    json: &[u8],
-    input: &RawInput<'_>,
-    vendor_user_id: &str,
-) -> Result<Vec<BiometricEvent>, NormalizeError> {
+pub fn map_api_workout(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) -> Result<Vec<BiometricEvent>, NormalizeError> {
     let workout: Workout = serde_json::from_slice(json)?;
     let Some(score) = scored(&workout.score_state, workout.score)? else { return Ok(Vec::new()) };
-    let mut event =
-        new_event(input, EventKind::Workout, &workout.id, vendor_user_id, &workout.span, &workout.span.start)?;
+    let mut event = new_event(input, EventKind::Workout, &workout.id, vendor_user_id, &workout.span, &workout.span.start)?;
     apply_effort(&mut event, score);
     Ok(vec![event])
 }

@@ -5,9 +5,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::vendors::signature::{
-    SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac,
-};
+use crate::vendors::signature::{SignatureError, VerifyContext, check_freshness, parse_timestamp, required_header, verify_mac};
 
 const SIGNATURE: &str = "x-whoop-signature";
 const TIMESTAMP: &str = "x-whoop-signature-timestamp";

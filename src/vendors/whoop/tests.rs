@@ -5,8 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::{
-    delivery_id, map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, normalize,
-    recovery_api_path, vendor_user_id, verify_signature,
+    delivery_id, map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, normalize, recovery_api_path,
+    vendor_user_id, verify_signature,
 };
 use crate::event::{EventKind, HrvWindow, Vendor};
 use crate::vendors::signature::SignatureError;
@@ -238,10 +238,8 @@ fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
 
 #[test]
 fn recorded_vectors_verify() {
-    for (file, body) in [
-        ("webhook_recovery_updated.json", WEBHOOK_RECOVERY_UPDATED),
-        ("webhook_sleep_updated.json", WEBHOOK_SLEEP_UPDATED),
-    ] {
+    for (file, body) in [("webhook_recovery_updated.json", WEBHOOK_RECOVERY_UPDATED), ("webhook_sleep_updated.json", WEBHOOK_SLEEP_UPDATED)]
+    {
         let (secret, headers) = vector(SIGNATURES, file);
         assert_eq!(secret, SECRET);
         assert_eq!(verify_signature(&headers, body, &context(&secret, SIGNED_AT)), Ok(()), "{file}");

@@ -1,0 +1,3 @@
+//! Sinks: copies of the output events outside Kafka.
+
+pub mod postgres;
