@@ -101,22 +101,42 @@ fn preload(topic: &str, records: usize, payloads: &Payloads) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-/// Reads `topic` until `expected` records arrived; returns (first arrival, last arrival, latencies ms).
-fn drain(
+fn reader(topic: &str, from: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("bench-reader-{}", uuid::Uuid::new_v4()))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", from)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// A reader already assigned and fetching `topic` (from `from`: earliest or latest), created
+/// before the pipeline starts so that the first output is seen when it is written, not when the
+/// reader has finished joining its group.
+fn ready_reader(topic: &str, from: &str) -> BaseConsumer {
+    let consumer = reader(topic, from);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map_or(0, |a| a.count()) == 0 && Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    for _ in 0..10 {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    consumer
+}
+
+/// Collects `expected` records; returns (first arrival, last arrival, latencies ms).
+fn collect(
+    consumer: &BaseConsumer,
     topic: &str,
     expected: usize,
     timeout: Duration,
     latency_of: fn(&rdkafka::message::BorrowedMessage) -> Option<i64>,
 ) -> (Instant, Instant, Vec<i64>) {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("bench-reader-{}", uuid::Uuid::new_v4()))
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
     let deadline = Instant::now() + timeout;
     let (mut first, mut last, mut count, mut latencies) = (None, Instant::now(), 0usize, Vec::new());
     while count < expected && Instant::now() < deadline {
@@ -265,17 +285,19 @@ fn measure(
 ) -> Row {
     let payloads = Payloads::new();
     preload(input, records, &payloads);
+    let throughput_reader = ready_reader(output, "earliest");
     start();
-    let (first, last, _) = drain(output, records, Duration::from_secs(600), |_| None);
+    let (first, last, _) = collect(&throughput_reader, output, records, Duration::from_secs(600), |_| None);
     let throughput = rate(records, first, last);
 
     // Latency: a paced stream on the now idle pipeline.
     let paced = rate_per_sec * 10;
     // No batching delay on the paced input: the latency measured is the pipeline's.
     let producer = producer_with_linger(0);
+    let reader = ready_reader(output, "latest");
     let began = Instant::now();
     let writer = std::thread::scope(|scope| {
-        let handle = scope.spawn(|| drain(output, records + paced, Duration::from_secs(120), latency_of));
+        let handle = scope.spawn(|| collect(&reader, output, paced, Duration::from_secs(120), latency_of));
         for index in 0..paced {
             let due = began + Duration::from_secs_f64(index as f64 / rate_per_sec as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -287,7 +309,7 @@ fn measure(
         producer.flush(Duration::from_secs(30)).unwrap();
         handle.join().unwrap()
     });
-    let mut latencies: Vec<i64> = writer.2.into_iter().skip(records).collect();
+    let mut latencies: Vec<i64> = writer.2;
     latencies.sort_unstable();
     println!("{name}: {throughput:.0} records/s, latency p50 {} ms, p99 {} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     Row { name, records_per_sec: throughput, p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99) }

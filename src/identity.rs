@@ -28,15 +28,22 @@ impl IdentityMap {
         IdentityMap { pool, cache: HashMap::new() }
     }
 
+    /// The cached answer for a vendor user, while it is fresh: `Some(link)` (the link may be
+    /// `None`: known to be unlinked), or `None` when PostgreSQL must be asked. Synchronous, so
+    /// the transaction loop pays nothing async on the common path.
+    pub fn cached(&self, vendor: Vendor, vendor_user_id: &str) -> Option<Option<String>> {
+        // The map is keyed by owned strings; a lookup allocates one small key.
+        let (user, at) = self.cache.get(&(vendor, vendor_user_id.to_owned()))?;
+        let ttl = if user.is_some() { POSITIVE_TTL } else { NEGATIVE_TTL };
+        (at.elapsed() < ttl).then(|| user.clone())
+    }
+
     /// Our user id for a vendor user, if linked. Err only when PostgreSQL cannot be reached.
     pub async fn lookup(&mut self, vendor: Vendor, vendor_user_id: &str) -> sqlx::Result<Option<String>> {
-        let key = (vendor, vendor_user_id.to_owned());
-        if let Some((user, at)) = self.cache.get(&key) {
-            let ttl = if user.is_some() { POSITIVE_TTL } else { NEGATIVE_TTL };
-            if at.elapsed() < ttl {
-                return Ok(user.clone());
-            }
+        if let Some(answer) = self.cached(vendor, vendor_user_id) {
+            return Ok(answer);
         }
+        let key = (vendor, vendor_user_id.to_owned());
         let user: Option<String> =
             sqlx::query_scalar("SELECT user_id FROM identity_links WHERE vendor = $1 AND vendor_user_id = $2 AND active")
                 .bind(vendor.symbol())

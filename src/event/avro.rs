@@ -84,6 +84,14 @@ impl EventCodec {
     }
 }
 
+/// The bare Avro datum of `event` (no wire-format header), e.g. to fingerprint its content:
+/// cheaper than any text serialization, and stable for a given schema.
+pub fn datum(event: &BiometricEvent) -> Vec<u8> {
+    static WRITER: LazyLock<GenericDatumWriter<'static>> =
+        LazyLock::new(|| GenericDatumWriter::builder(&SCHEMA).build().expect("schema resolves"));
+    WRITER.write_ser_to_vec(event).expect("events always encode against their own schema")
+}
+
 /// Splits a Confluent wire-format value into its schema id and Avro datum.
 pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     match bytes {

@@ -313,7 +313,10 @@ impl Engine {
                 .map_err(|error| TxnError::Abortable(error.to_string()))?;
         }
         let metadata = consumer.group_metadata().ok_or_else(|| TxnError::Abortable("consumer has no group metadata".into()))?;
+        let flushed = started.elapsed();
         retry(|| self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT))?;
+        let offsets_sent = started.elapsed();
+        wait_for_deliveries(&self.producer, TXN_CALL_TIMEOUT);
         retry(|| self.producer.commit_transaction(TXN_CALL_TIMEOUT))?;
 
         let now = chrono::Utc::now().timestamp_millis();
@@ -322,7 +325,13 @@ impl Engine {
         }
         crate::metrics::TXN_COMMITS.inc();
         crate::metrics::TXN_COMMIT_DURATION.observe(started.elapsed().as_secs_f64());
-        tracing::debug!(records = self.txn.records, elapsed_ms = started.elapsed().as_millis() as u64, "Transaction committed.");
+        tracing::debug!(
+            records = self.txn.records,
+            stores_ms = flushed.as_millis() as u64,
+            offsets_ms = (offsets_sent - flushed).as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Transaction committed."
+        );
         self.txn = OpenTxn::default();
         self.publish_store_sizes();
         Ok(())
@@ -393,6 +402,18 @@ fn retry(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), TxnErro
     }
 }
 
+/// Serves delivery reports until every record of the transaction is acknowledged.
+///
+/// `BaseProducer::commit_transaction` flushes first, but its flush polls in fixed 100 ms steps
+/// (`BaseProducer::poll` waits out its whole timeout), which alone capped the processor at ~10
+/// commits a second. Polling in 1 ms steps here lets that flush find nothing in flight.
+fn wait_for_deliveries(producer: &BaseProducer, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
+}
+
 fn send_changelog(producer: &BaseProducer, topic: &str, partition: i32, key: &str, value: Option<&[u8]>) -> Result<(), TxnError> {
     let mut record = BaseRecord::<str, [u8]>::to(topic).partition(partition).key(key);
     if let Some(value) = value {
@@ -414,7 +435,8 @@ where
                 return Ok(());
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                producer.poll(Duration::from_millis(50));
+                // (poll waits its whole timeout: keep it short)
+                producer.poll(Duration::from_millis(5));
                 record = returned;
             }
             Err((error, _)) => return Err(classify(&error).1),

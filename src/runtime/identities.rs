@@ -33,6 +33,9 @@ impl BlockingIdentities {
 
 impl Identities for BlockingIdentities {
     fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, InfraError> {
+        if let Some(answer) = self.map.cached(vendor, vendor_user_id) {
+            return Ok(answer);
+        }
         let map = &mut self.map;
         self.handle
             .block_on(async { tokio::time::timeout(CALL_TIMEOUT, map.lookup(vendor, vendor_user_id)).await })

@@ -53,8 +53,9 @@ pub struct ProcessArgs {
     #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 100)]
     pub commit_interval_ms: u64,
 
-    /// ...or after this many input records, whichever comes first.
-    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 1_000)]
+    /// ...or after this many input records, whichever comes first. (A commit costs a few broker
+    /// round trips whatever its size; under load the interval, not this, should set the pace.)
+    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 5_000)]
     pub commit_max_records: usize,
 
     /// Producer `transaction.timeout.ms`: the broker aborts a transaction left open this long

@@ -27,8 +27,9 @@ pub fn hae_to_millis(value: &str) -> Result<i64, NormalizeError> {
 /// `2026-11-20`), validated, without timezone conversion.
 pub fn date_part(value: &str) -> Result<String, NormalizeError> {
     let date = value.get(..10).unwrap_or(value);
+    // Validated, then returned as written (it is already YYYY-MM-DD: no formatting needed).
     NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .map(|parsed| parsed.format("%Y-%m-%d").to_string())
+        .map(|_| date.to_owned())
         .map_err(|error| NormalizeError::InvalidValue(format!("date {value:?}: {error}")))
 }
 

@@ -76,18 +76,63 @@ pub fn vendor_user_id(body: &[u8]) -> Option<String> {
 
 /// Normalizes one Terra webhook body (see the module docs for the dispatch).
 pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
+    let kind = event_type(input.body)?;
+    match kind.as_str() {
+        "sleep" | "daily" | "body" | "activity" => data::normalize(&kind, input).map(Outcome::Events),
+        "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => identity::normalize(&kind, input.body),
+        other => {
+            // Nothing else parses the body of a notice: make sure it is JSON all the same.
+            serde_json::from_slice::<serde::de::IgnoredAny>(input.body)?;
+            match notice_reason(other) {
+                Some(reason) => Ok(Outcome::Notice { kind, detail: reason.to_owned() }),
+                None => Err(NormalizeError::UnsupportedType(format!("terra {other}"))),
+            }
+        }
+    }
+}
+
+/// The webhook's `type`. Terra writes it as the first key, so it is read from there without
+/// parsing the whole body (profiling showed the full extra parse at ~7 % of the processor's
+/// time); any other layout falls back to a full parse. Every branch of [`normalize`] still parses
+/// (and so validates) the whole body afterwards.
+fn event_type(body: &[u8]) -> Result<String, NormalizeError> {
+    if let Some(kind) = leading_type(body) {
+        return Ok(kind);
+    }
     #[derive(Deserialize)]
     struct Head {
         #[serde(rename = "type")]
         kind: String,
     }
-    let head: Head = serde_json::from_slice(input.body)?;
-    match head.kind.as_str() {
-        "sleep" | "daily" | "body" | "activity" => data::normalize(&head.kind, input).map(Outcome::Events),
-        "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => identity::normalize(&head.kind, input.body),
-        kind => match notice_reason(kind) {
-            Some(reason) => Ok(Outcome::Notice { kind: head.kind, detail: reason.to_owned() }),
-            None => Err(NormalizeError::UnsupportedType(format!("terra {kind}"))),
-        },
+    Ok(serde_json::from_slice::<Head>(body)?.kind)
+}
+
+/// `kind` when `body` starts with `{"type": "<kind>"` (whitespace allowed), for plain ASCII kinds.
+fn leading_type(body: &[u8]) -> Option<String> {
+    let rest = body.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"type\"")?.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    let kind = &rest[..end];
+    kind.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_').then(|| String::from_utf8_lossy(kind).into_owned())
+}
+
+#[cfg(test)]
+mod type_tests {
+    use super::*;
+
+    #[test]
+    fn the_leading_type_is_read_without_a_full_parse() {
+        assert_eq!(leading_type(b" {\n  \"type\" : \"sleep\", \"data\": [").as_deref(), Some("sleep"));
+        assert_eq!(leading_type(b"{\"data\": [], \"type\": \"sleep\"}"), None, "not first: full parse");
+        assert_eq!(leading_type(b"{\"type\": \"sl\\\"eep\"}"), None, "escapes: full parse");
+        assert_eq!(event_type(b"{\"data\": [], \"type\": \"daily\"}").unwrap(), "daily");
+        assert!(event_type(b"{\"data\": [").is_err());
+    }
+
+    #[test]
+    fn a_notice_with_a_broken_body_is_still_invalid_json() {
+        let input = crate::vendors::test_support::raw_input(crate::event::Vendor::Terra, b"{\"type\": \"healthcheck\", \"x\": [");
+        assert_eq!(normalize(&input).unwrap_err().class(), "invalid_json");
     }
 }
