@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::identities::BlockingIdentities;
@@ -344,6 +344,11 @@ impl Engine {
         self.txn = OpenTxn::default();
         if had_txn {
             tracing::warn!(reason, "Aborting the transaction.");
+            // abort_transaction waits for every queued record to be reported, and with the event
+            // API only we serve those reports: drop what was never sent, serve the rest, then
+            // abort (found by the mock-cluster fault-injection test, which hung here).
+            self.producer.purge(PurgeConfig::default().queue());
+            wait_for_deliveries(&self.producer, TXN_CALL_TIMEOUT);
             retry(|| self.producer.abort_transaction(TXN_CALL_TIMEOUT))?;
         }
         self.needs_rewind = true;

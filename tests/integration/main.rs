@@ -1,6 +1,7 @@
 //! Integration tests against the real stack (`scripts/stack up`; `scripts/test` does it).
 //! One test binary: faster to build than one per file.
 
+mod abort;
 mod crash;
 mod dlq_replay;
 mod fencing;
