@@ -121,6 +121,16 @@ pub static INFRA_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static DUPLICATES_DROPPED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_duplicates_dropped_total", "Events dropped by the de-duplication store (already emitted)."));
 
+// ---- vendor connections (OAuth) ----
+
+pub static OAUTH_REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_oauth_refreshes_total",
+        "OAuth token refreshes by vendor and outcome (refreshed, shared, needs_reauth, unavailable, invalid_client, malformed, lock_busy, store_failed).",
+        &["vendor", "outcome"],
+    )
+});
+
 // ---- state stores ----
 
 pub static STORE_RESTORE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
