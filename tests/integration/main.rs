@@ -19,3 +19,5 @@ mod sink_postgres;
 mod sink_support;
 mod state;
 mod terra_end_to_end;
+mod vendor_sim;
+mod vendor_sim_selftest;
