@@ -57,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::dlq::DlqCommand,
     },
+    /// Manage users' OAuth connections to Oura and WHOOP.
+    Connections {
+        #[command(subcommand)]
+        command: crate::connections::cli::ConnectionsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,10 +16,13 @@
 //! - `sink/`: the exactly-once PostgreSQL history sink; `dlq/`: dead-letter list, show, replay.
 //! - `events_tail.rs`: `events tail`, decoded output events for humans and scripts.
 //! - `kafka/`: header names and topic administration; `identity.rs`: vendor user -> our user.
+//! - `connections/`: Oura / WHOOP accounts connected by OAuth: encrypted tokens, the ingress's
+//!   OAuth callback, refreshes under a Redis lock, `connections add|list|revoke|authorize-url`.
 //! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `db.rs`: plumbing.
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod dlq;
 pub mod event;

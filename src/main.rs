@@ -4,11 +4,12 @@ use anyhow::Context;
 use biometric_bridge::cli::{Cli, Command, EventsCommand, SinkCommand, TokensCommand, TopicsCommand, TopologyCommand};
 use biometric_bridge::kafka::admin::{TopicStatus, ensure_topics};
 use biometric_bridge::shutdown::{CancellationToken, cancel_on_signal};
-use biometric_bridge::{dlq, events_tail, ingress, runtime, sink, telemetry, topology};
+use biometric_bridge::{connections, dlq, events_tail, ingress, runtime, sink, telemetry, topology};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    connections::http::install_tls_provider();
     let cli = Cli::parse();
     let log_guard = telemetry::init(cli.log_format);
     let shutdown = CancellationToken::new();
@@ -70,6 +71,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Tokens { command } => tokens(command).await,
         Command::Sink { command: SinkCommand::Postgres(args) } => sink::postgres::run(args, shutdown).await,
         Command::Dlq { command } => dlq::run(command, shutdown).await,
+        Command::Connections { command } => connections::cli::run(command).await,
         Command::Events { command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry } } => {
             let options = events_tail::TailOptions { from_beginning, max, idle_timeout_secs, since_ms };
             events_tail::tail(&kafka, &registry, &topics, options, shutdown).await

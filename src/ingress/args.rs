@@ -90,4 +90,13 @@ pub struct IngressArgs {
     /// How long shutdown waits for in-flight requests and the producer flush, seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
+
+    /// OAuth clients for `GET /oauth/{vendor}/callback` (users connecting Oura / WHOOP).
+    #[command(flatten)]
+    pub oauth: crate::connections::oauth::OAuthArgs,
+
+    /// Public base URL of this ingress as registered with the vendors: the OAuth redirect URI is
+    /// `<base>/oauth/<vendor>/callback`. Unset: the OAuth callback is off.
+    #[arg(long, env = "OAUTH_REDIRECT_BASE")]
+    pub oauth_redirect_base: Option<String>,
 }

@@ -37,6 +37,7 @@ use error::IngressError;
 use producer::{ProducerSettings, RawProducer};
 use tokens::TokenCache;
 
+use crate::connections::callback::{OAuthCallback, OAuthSecrets};
 use crate::shutdown::CancellationToken;
 
 /// Everything a request handler needs, shared by all requests.
@@ -50,6 +51,8 @@ pub struct IngressState {
     pub max_body_bytes: usize,
     /// How long a body may take to arrive (`BODY_READ_TIMEOUT_MS`).
     pub body_read_timeout: Duration,
+    /// `GET /oauth/{vendor}/callback`: users connecting Oura / WHOOP (off per vendor when unconfigured).
+    pub oauth: OAuthCallback,
 }
 
 impl IngressState {
@@ -80,8 +83,14 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// Builds the ingress from its settings and the vendor secrets, and binds the listener.
+    /// Builds the ingress from its settings and the vendor secrets, and binds the listener. The
+    /// OAuth callback's secrets (`TOKEN_ENCRYPTION_KEY`, `OAUTH_STATE_SECRET`) come from the environment.
     pub async fn build(args: &IngressArgs, secrets: VendorSecrets) -> anyhow::Result<Ingress> {
+        Self::build_with_oauth(args, secrets, OAuthSecrets::load()?).await
+    }
+
+    /// [`Ingress::build`] with the OAuth callback's secrets given rather than read (tests).
+    pub async fn build_with_oauth(args: &IngressArgs, secrets: VendorSecrets, oauth_secrets: OAuthSecrets) -> anyhow::Result<Ingress> {
         let signed_vendor_configured = secrets.terra.is_some() || secrets.oura.is_some() || secrets.whoop.is_some();
         if !signed_vendor_configured && !args.insecure_skip_signatures {
             anyhow::bail!(
@@ -94,6 +103,8 @@ impl Ingress {
             .migrated_pool()
             .await
             .map_err(|error| anyhow::anyhow!("{error}; the ingress needs PostgreSQL for Apple Health tokens"))?;
+        let oauth = OAuthCallback::build(&args.oauth, args.oauth_redirect_base.as_deref(), pool.clone(), oauth_secrets, &secrets)?;
+        oauth.log_startup();
         let auth = Authenticator::new(secrets, args.signature_tolerance_secs, args.insecure_skip_signatures, true);
         auth.log_startup();
 
@@ -126,6 +137,7 @@ impl Ingress {
             in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_webhooks.max(1))),
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            oauth,
         });
         tracing::info!(
             max_body_bytes = args.max_body_bytes,
@@ -188,6 +200,7 @@ pub fn router(state: Arc<IngressState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/webhooks/{vendor}", post(webhook::post_webhook).get(handshake))
+        .route("/oauth/{vendor}/callback", get(crate::connections::callback::oauth_callback))
         .fallback(|| async { IngressError::NotFound })
         .method_not_allowed_fallback(|| async { IngressError::MethodNotAllowed })
         .with_state(state)
