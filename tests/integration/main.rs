@@ -2,6 +2,7 @@
 //! One test binary: faster to build than one per file.
 
 mod abort;
+mod connections;
 mod crash;
 mod dlq_replay;
 mod fencing;
