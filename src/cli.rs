@@ -52,6 +52,8 @@ pub enum Command {
         #[command(subcommand)]
         command: SinkCommand,
     },
+    /// List Oura / WHOOP records of a recent window and fetch those whose webhook never came.
+    Reconcile(crate::fetch::command::ReconcileArgs),
     /// Inspect and replay dead letters.
     Dlq {
         #[command(subcommand)]

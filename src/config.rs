@@ -56,6 +56,8 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     pub fn settings(&self) -> anyhow::Result<schema_registry_converter::async_impl::schema_registry::SrSettings> {
+        // The registry client is reqwest on rustls: it needs the process's crypto provider.
+        crate::connections::http::install_tls_provider();
         schema_registry_converter::async_impl::schema_registry::SrSettings::new_builder(self.registry_url.clone())
             .set_timeout(std::time::Duration::from_secs(10))
             .build()

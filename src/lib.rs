@@ -27,6 +27,7 @@ pub mod db;
 pub mod dlq;
 pub mod event;
 pub mod events_tail;
+pub mod fetch;
 pub mod identity;
 pub mod ingress;
 pub mod kafka;

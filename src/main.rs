@@ -71,6 +71,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Tokens { command } => tokens(command).await,
         Command::Sink { command: SinkCommand::Postgres(args) } => sink::postgres::run(args, shutdown).await,
         Command::Dlq { command } => dlq::run(command, shutdown).await,
+        Command::Reconcile(args) => biometric_bridge::fetch::command::run(args, shutdown).await,
         Command::Connections { command } => connections::cli::run(command).await,
         Command::Events { command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry } } => {
             let options = events_tail::TailOptions { from_beginning, max, idle_timeout_secs, since_ms };

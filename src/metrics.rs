@@ -121,6 +121,33 @@ pub static INFRA_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static DUPLICATES_DROPPED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_duplicates_dropped_total", "Events dropped by the de-duplication store (already emitted)."));
 
+// ---- fetch stage (Oura / WHOOP APIs) ----
+
+pub static FETCH_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("biometric_bridge_fetch_requests_total", "Vendor API requests by vendor and result class.", &["vendor", "result"])
+});
+pub static FETCH_IN_FLIGHT: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge_vec("biometric_bridge_fetch_in_flight", "Vendor API requests in flight.", &["vendor"]));
+pub static FETCH_DURATION: LazyLock<HistogramVec> =
+    LazyLock::new(|| histogram_vec("biometric_bridge_fetch_duration_seconds", "Vendor API request latency.", &["vendor"]));
+pub static FETCH_OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_fetch_outcomes_total",
+        "Fetch passes by vendor and outcome (fetched, gone, retry, needs_reauth, no_connection, rejected).",
+        &["vendor", "outcome"],
+    )
+});
+pub static FETCH_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge("biometric_bridge_fetch_pending", "Fetch-stage records consumed but not yet written (fetch in progress or queued behind one).")
+});
+pub static RECONCILE_FED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_reconcile_records_total",
+        "Records seen by reconciliation, by vendor and result (fed: not yet seen, sent for fetching; known: already in the event history).",
+        &["vendor", "result"],
+    )
+});
+
 // ---- vendor connections (OAuth) ----
 
 pub static OAUTH_REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {

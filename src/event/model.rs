@@ -60,6 +60,8 @@ pub enum EventKind {
     Workout,
     RespiratoryRate,
     Steps,
+    /// A retraction: the vendor deleted the record `vendor_record_id` (see `retracts_event_id`).
+    Deleted,
 }
 
 impl EventKind {
@@ -78,6 +80,7 @@ impl EventKind {
             EventKind::Workout => "WORKOUT",
             EventKind::RespiratoryRate => "RESPIRATORY_RATE",
             EventKind::Steps => "STEPS",
+            EventKind::Deleted => "DELETED",
         }
     }
 }
@@ -213,4 +216,6 @@ pub struct BiometricEvent {
     pub priority: Priority,
     pub lineage: Lineage,
     pub trace_id: Option<String>,
+    /// For DELETED events: the id of the event the deleted record had produced, when known.
+    pub retracts_event_id: Option<String>,
 }

@@ -42,6 +42,14 @@ pub const FETCH_PATH: &str = "fetch-path";
 /// The vendor data type of the notified record.
 pub const FETCH_DATA_TYPE: &str = "fetch-data-type";
 
+// ---- on the fetch retry topic ----
+/// How many fetch passes have failed so far (1 on the first retry record).
+pub const FETCH_ATTEMPT: &str = "fetch-attempt";
+/// Not to be fetched again before this instant, ms since the epoch.
+pub const FETCH_NOT_BEFORE: &str = "fetch-not-before";
+/// Why the last pass failed (a short class, e.g. `http_503`, `rate_limited`, `timeout`).
+pub const FETCH_LAST_ERROR: &str = "fetch-last-error";
+
 /// The value of header `name` as UTF-8, if present.
 pub fn get<'a>(headers: Option<&'a rdkafka::message::BorrowedHeaders>, name: &str) -> Option<&'a str> {
     let headers = headers?;
@@ -54,6 +62,18 @@ pub fn copy(from: Option<&rdkafka::message::BorrowedHeaders>) -> OwnedHeaders {
     let mut owned = OwnedHeaders::new();
     if let Some(from) = from {
         for header in from.iter() {
+            owned = owned.insert(rdkafka::message::Header { key: header.key, value: header.value });
+        }
+    }
+    owned
+}
+
+/// Like [`copy`], without the headers named in `except` (they are about to be set anew; a reader
+/// takes the first header of a name, so a stale copy must not stay in front).
+pub fn copy_except(from: Option<&rdkafka::message::BorrowedHeaders>, except: &[&str]) -> OwnedHeaders {
+    let mut owned = OwnedHeaders::new();
+    if let Some(from) = from {
+        for header in from.iter().filter(|header| !except.contains(&header.key)) {
             owned = owned.insert(rdkafka::message::Header { key: header.key, value: header.value });
         }
     }

@@ -15,4 +15,4 @@ pub mod pipeline;
 pub mod store;
 pub mod triggers;
 
-pub use pipeline::{Identities, InfraError, Output, Pipeline, Record, TaskStores};
+pub use pipeline::{FetchPlan, Identities, InfraError, Output, Pipeline, Record, TaskStores};

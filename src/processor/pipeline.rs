@@ -135,21 +135,7 @@ impl Pipeline {
         let Some(body) = record.payload else {
             return Ok(vec![self.dead_letter(record, "empty_payload", "record has no value")]);
         };
-        let received_at_ms = header(headers::RECEIVED_AT)
-            .and_then(|v| v.parse().ok())
-            .or(record.timestamp_ms)
-            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let input = RawInput {
-            vendor,
-            body,
-            received_at_ms,
-            vendor_user_id: header(headers::VENDOR_USER_ID),
-            delivery_id: header(headers::DELIVERY_ID),
-            trace_id: header(headers::TRACE_ID),
-            source_topic: record.topic,
-            source_partition: record.partition,
-            source_offset: record.offset,
-        };
+        let input = raw_input(record, vendor, body);
         let outcome = match vendors::normalize(&input) {
             Ok(outcome) => outcome,
             Err(error) => return Ok(vec![self.rejected(record, &error)]),
@@ -243,6 +229,11 @@ impl Pipeline {
 
     /// The original bytes and headers, plus why and where from.
     pub fn dead_letter(&self, record: &Record<'_>, class: &str, message: &str) -> Output {
+        self.dead_letter_without(record, class, message, &[])
+    }
+
+    /// [`Pipeline::dead_letter`], leaving out the headers named in `strip`.
+    fn dead_letter_without(&self, record: &Record<'_>, class: &str, message: &str, strip: &[&str]) -> Output {
         crate::metrics::DLQ_RECORDS.with_label_values(&[class]).inc();
         tracing::warn!(
             topic = record.topic,
@@ -251,7 +242,7 @@ impl Pipeline {
             error_class = class,
             "Record sent to the dead-letter topic."
         );
-        let mut out = headers::copy(record.headers);
+        let mut out = headers::copy_except(record.headers, strip);
         out = headers::with(out, headers::ERROR_CLASS, class);
         out = headers::with(out, headers::ERROR_MESSAGE, &truncate(message, 1_000));
         out = headers::with(out, headers::SOURCE_TOPIC, record.topic);
@@ -264,6 +255,26 @@ impl Pipeline {
             headers: out,
             received_at_ms: None,
         }
+    }
+}
+
+/// The vendor module's view of a raw record: its bytes plus what the ingress put in headers.
+fn raw_input<'a>(record: &Record<'a>, vendor: Vendor, body: &'a [u8]) -> RawInput<'a> {
+    let header = |name| headers::get(record.headers, name);
+    let received_at_ms = header(headers::RECEIVED_AT)
+        .and_then(|v| v.parse().ok())
+        .or(record.timestamp_ms)
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    RawInput {
+        vendor,
+        body,
+        received_at_ms,
+        vendor_user_id: header(headers::VENDOR_USER_ID),
+        delivery_id: header(headers::DELIVERY_ID),
+        trace_id: header(headers::TRACE_ID),
+        source_topic: record.topic,
+        source_partition: record.partition,
+        source_offset: record.offset,
     }
 }
 
@@ -317,5 +328,8 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+mod fetch;
 #[cfg(test)]
 mod tests;
+
+pub use fetch::FetchPlan;

@@ -19,10 +19,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::fetching::{FetchStage, Finished, record_of};
 use super::identities::BlockingIdentities;
 use super::store;
 use super::task::Task;
-use crate::processor::{InfraError, Output, Pipeline, Record};
+use crate::processor::{InfraError, Output, Pipeline, Record, TaskStores};
 
 /// Timeout of each blocking transactional call.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +63,22 @@ fn classify(error: &KafkaError) -> (bool, TxnError) {
     (false, TxnError::Abortable(text))
 }
 
+/// Why the loop must leave its rhythm.
+#[derive(Debug)]
+pub enum Interrupt {
+    /// A dependency is down: nothing of the record at `at` (topic, partition, offset) was
+    /// written; it must be consumed again once the dependency is back.
+    Outage { infra: InfraError, at: (String, i32, i64) },
+    /// The transaction failed.
+    Txn(TxnError),
+}
+
+impl From<TxnError> for Interrupt {
+    fn from(error: TxnError) -> Self {
+        Interrupt::Txn(error)
+    }
+}
+
 /// Settings of the commit cadence.
 #[derive(Debug, Clone, Copy)]
 pub struct Cadence {
@@ -98,6 +115,8 @@ pub struct Engine {
     pub needs_rewind: bool,
     /// Set when a callback hit a fatal error: the loop must stop.
     pub fatal: Option<TxnError>,
+    /// The fetch stage, when this processor fetches from vendor APIs.
+    pub fetch: Option<FetchStage>,
 }
 
 impl Engine {
@@ -107,6 +126,7 @@ impl Engine {
         identities: BlockingIdentities,
         restorer: BaseConsumer<store::RestoreContext>,
         cadence: Cadence,
+        fetch: Option<FetchStage>,
     ) -> Engine {
         let topology = pipeline.topology().clone();
         let leader_topic = topology
@@ -115,7 +135,11 @@ impl Engine {
             .find(|s| s.format == crate::topology::SourceFormat::Ingress)
             .map(|s| s.topic.clone())
             .expect("validated topology has an ingress source");
-        let co_topics: Vec<String> = topology.sources.iter().filter_map(|s| s.repartition_topic.clone()).collect();
+        let mut co_topics: Vec<String> = topology.sources.iter().filter_map(|s| s.repartition_topic.clone()).collect();
+        if fetch.is_some() {
+            co_topics.push(topology.pending_fetch_topic.clone());
+            co_topics.push(topology.fetch.retry_topic.clone());
+        }
         let mut task_topics = vec![leader_topic.clone()];
         task_topics.extend(co_topics.iter().cloned());
         Engine {
@@ -131,6 +155,7 @@ impl Engine {
             leader_topic,
             needs_rewind: false,
             fatal: None,
+            fetch,
         }
     }
 
@@ -147,8 +172,12 @@ impl Engine {
         self.txn.started.is_some_and(|started| started.elapsed() >= self.cadence.interval || self.txn.records >= self.cadence.max_records)
     }
 
-    /// How long the loop may block in poll before the open transaction is due.
+    /// How long the loop may block in poll before the open transaction is due (or, while
+    /// fetches run, before their results should be looked at).
     pub fn poll_timeout(&self) -> Duration {
+        if self.fetch.as_ref().is_some_and(|fetch| fetch.waiting() > 0) {
+            return Duration::from_millis(2);
+        }
         match self.txn.started {
             Some(started) => self.cadence.interval.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
             None => Duration::from_millis(100),
@@ -184,9 +213,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Drops the tasks of revoked leader partitions.
+    /// Drops the tasks of revoked leader partitions (and the fetches waiting on them).
     pub fn on_revoked(&mut self, revoked: &TopicPartitionList) {
         for element in revoked.elements() {
+            if let Some(fetch) = self.fetch.as_mut() {
+                // Revoked: no need to resume it.
+                fetch.drop_partition(element.topic(), element.partition());
+            }
             if element.topic() == self.leader_topic {
                 self.tasks.remove(&element.partition());
             }
@@ -225,9 +258,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Processes one record inside the open transaction. `Err(Ok(infra))`: a dependency is down,
-    /// nothing of this record was sent; `Err(Err(txn))`: the transaction failed.
-    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Result<InfraError, TxnError>> {
+    /// Processes one record inside the open transaction (a fetch-stage record: starts its fetch;
+    /// [`Engine::write_finished_fetches`] writes the result later).
+    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Interrupt> {
         let record = Record {
             topic: message.topic(),
             partition: message.partition(),
@@ -237,21 +270,30 @@ impl Engine {
             headers: message.headers(),
             timestamp_ms: message.timestamp().to_millis(),
         };
+        if self.fetch.is_some() && self.pipeline.is_fetch_topic(record.topic) {
+            return self.start_fetch(message, &record);
+        }
         let stateful = self.task_topics.iter().any(|t| t == record.topic);
         let task = if stateful { self.tasks.get_mut(&record.partition) } else { None };
         let outputs = match task {
             Some(task) => self.pipeline.process(&record, &mut self.identities, task.stores()),
-            None => self.pipeline.process(&record, &mut self.identities, crate::processor::TaskStores { dedup: None, baseline: None }),
+            None => self.pipeline.process(&record, &mut self.identities, TaskStores { dedup: None, baseline: None }),
         }
-        .map_err(Ok)?;
+        .map_err(|infra| Interrupt::Outage { infra, at: (record.topic.to_owned(), record.partition, record.offset) })?;
+        self.write(&record, outputs)?;
+        Ok(())
+    }
 
-        self.begin_if_needed().map_err(Err)?;
+    /// Sends `outputs` of `record` in the open transaction and moves its partition's offset on.
+    fn write(&mut self, record: &Record<'_>, outputs: Vec<Output>) -> Result<(), TxnError> {
+        self.begin_if_needed()?;
         for output in outputs {
             if let Some(received_at) = output.received_at_ms {
                 self.txn.received_at.push(received_at);
             }
-            self.send(output).map_err(Err)?;
+            self.send(output)?;
         }
+        let stateful = self.task_topics.iter().any(|t| t == record.topic);
         if let Some(task) = self.tasks.get_mut(&record.partition).filter(|_| stateful)
             && let Some(received_at) =
                 crate::kafka::headers::get(record.headers, crate::kafka::headers::RECEIVED_AT).and_then(|v| v.parse().ok())
@@ -261,6 +303,57 @@ impl Engine {
         self.txn.offsets.insert((record.topic.to_owned(), record.partition), record.offset + 1);
         self.txn.records += 1;
         Ok(())
+    }
+
+    fn start_fetch(&mut self, message: &BorrowedMessage<'_>, record: &Record<'_>) -> Result<(), Interrupt> {
+        let fetch = self.fetch.as_mut().expect("checked by the caller");
+        if fetch.blocked(record.topic, record.partition) {
+            fetch.hold(message.detach());
+        } else {
+            let plan = self.pipeline.plan_fetch(record, chrono::Utc::now().timestamp_millis());
+            fetch.enqueue(message.detach(), plan);
+        }
+        Ok(())
+    }
+
+    /// Writes every fetch-stage record whose result is in, in offset order per partition.
+    pub fn write_finished_fetches(&mut self) -> Result<(), Interrupt> {
+        loop {
+            let Some(fetch) = self.fetch.as_mut() else { return Ok(()) };
+            let pipeline = &self.pipeline;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            fetch.plan_heads(now_ms, |message| pipeline.plan_fetch(&record_of(message), now_ms));
+            let Some((message, finished)) = fetch.next_finished() else { return Ok(()) };
+            let record = record_of(&message);
+            let outputs = match finished {
+                Finished::Outputs(outputs) => Ok(outputs),
+                Finished::Fetched { request, attempt, outcome } => {
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    match self.tasks.get_mut(&record.partition) {
+                        Some(task) => {
+                            self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, task.stores())
+                        }
+                        None => {
+                            let stores = TaskStores { dedup: None, baseline: None };
+                            self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, stores)
+                        }
+                    }
+                }
+            };
+            match outputs {
+                Ok(outputs) => self.write(&record, outputs)?,
+                Err(infra) => {
+                    // This record and the ones queued behind it will be consumed again.
+                    let at = (record.topic.to_owned(), record.partition, record.offset);
+                    if let Some(fetch) = self.fetch.as_mut()
+                        && fetch.drop_partition(&at.0, at.1)
+                    {
+                        fetch.to_resume.push((at.0.clone(), at.1));
+                    }
+                    return Err(Interrupt::Outage { infra, at });
+                }
+            }
+        }
     }
 
     fn send(&self, output: Output) -> Result<(), TxnError> {
@@ -342,6 +435,10 @@ impl Engine {
         crate::metrics::TXN_ABORTS.with_label_values(&[reason]).inc();
         let had_txn = self.txn.started.is_some();
         self.txn = OpenTxn::default();
+        // Waiting fetches lie past the committed offsets: the rewind brings them back.
+        if let Some(fetch) = self.fetch.as_mut() {
+            fetch.clear();
+        }
         if had_txn {
             tracing::warn!(reason, "Aborting the transaction.");
             // abort_transaction waits for every queued record to be reported, and with the event

@@ -6,7 +6,10 @@
 //! - a dependency outage (PostgreSQL): commit what is done, seek back to the record that could not
 //!   be processed, pause every partition and retry with exponential backoff — the record is
 //!   neither skipped nor dead-lettered, and group membership stays alive because we keep polling;
-//! - shutdown: commit the open transaction and return; a fatal error: return it (exit non-zero).
+//! - shutdown: commit the open transaction and return; a fatal error: return it (exit non-zero);
+//! - the fetch stage (`fetching.rs`): each turn writes the fetches that finished; a retry record
+//!   not yet due is put back and its partition paused till then; too many waiting fetches pause
+//!   the fetch partitions.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +19,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::context::RuntimeContext;
-use super::engine::{Engine, TxnError};
+use super::engine::{Engine, Interrupt, TxnError};
+use super::fetching::FetchStage;
 use crate::processor::InfraError;
 use crate::shutdown::CancellationToken;
 
@@ -58,22 +62,12 @@ pub fn run_loop(
             continue;
         }
 
-        match polled {
-            Some(Ok(message)) => match engine.process(&message) {
-                Ok(()) => {}
-                Err(Ok(infra)) => {
-                    let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
-                    drop(message);
-                    drop(guard);
-                    wait_out_outage(consumer, shared, &infra, (&topic, partition, offset), shutdown)?;
-                    continue;
-                }
-                Err(Err(txn)) => {
-                    drop(message);
-                    handle_txn_error(engine, consumer, txn)?;
-                    continue;
-                }
-            },
+        let processed = match polled {
+            Some(Ok(message)) => {
+                let result = engine.process(&message);
+                drop(message);
+                result
+            }
             // Fenced by a newer member with our instance id (we are a zombie), or another
             // unrecoverable consumer state: stop, so the supervisor restarts a clean instance.
             Some(Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => {
@@ -84,9 +78,24 @@ pub fn run_loop(
             Some(Err(error)) => {
                 tracing::warn!(%error, "Consumer error.");
                 crate::metrics::ERRORS.with_label_values(&["processor", "consumer_error"]).inc();
+                Ok(())
             }
-            None => {}
+            None => Ok(()),
+        };
+        let result = processed.and_then(|()| engine.write_finished_fetches());
+        match result {
+            Ok(()) => {}
+            Err(Interrupt::Outage { infra, at }) => {
+                drop(guard);
+                wait_out_outage(consumer, shared, &infra, (&at.0, at.1, at.2), shutdown)?;
+                continue;
+            }
+            Err(Interrupt::Txn(txn)) => {
+                handle_txn_error(engine, consumer, txn)?;
+                continue;
+            }
         }
+        pace_fetches(engine, consumer)?;
 
         if engine.commit_due()
             && let Err(error) = engine.commit(consumer)
@@ -94,6 +103,58 @@ pub fn run_loop(
             handle_txn_error(engine, consumer, error)?;
         }
     }
+}
+
+/// Applies the fetch stage's pause / resume requests (delayed retry heads), and pauses /
+/// resumes the fetch partitions when too many fetched records wait to be written.
+fn pace_fetches(engine: &mut Engine, consumer: &BaseConsumer<RuntimeContext>) -> anyhow::Result<()> {
+    let Some(fetch) = engine.fetch.as_mut() else { return Ok(()) };
+    let assigned = consumer.assignment()?;
+    let owned = |key: &(String, i32)| assigned.find_partition(&key.0, key.1).is_some();
+    let mut pause = TopicPartitionList::new();
+    for key in fetch.to_pause.drain(..).filter(|key| owned(key)) {
+        pause.add_partition(&key.0, key.1);
+    }
+    let mut resume = TopicPartitionList::new();
+    let requested: Vec<(String, i32)> = fetch.to_resume.drain(..).filter(|key| owned(key)).collect();
+    if !fetch.saturated {
+        for key in &requested {
+            resume.add_partition(&key.0, key.1);
+        }
+    }
+    if fetch.should_pause() {
+        fetch.saturated = true;
+        for element in stage_partitions(consumer, fetch)?.elements() {
+            pause.add_partition(element.topic(), element.partition());
+        }
+        tracing::debug!(waiting = fetch.waiting(), "Too many fetches waiting; fetch partitions paused.");
+    } else if fetch.should_resume() || std::mem::take(&mut fetch.resume_all) {
+        fetch.saturated = false;
+        for element in stage_partitions(consumer, fetch)?.elements() {
+            if !fetch.delayed(&(element.topic().to_owned(), element.partition())) {
+                resume.add_partition(element.topic(), element.partition());
+            }
+        }
+    }
+    if pause.count() > 0 {
+        consumer.pause(&pause)?;
+    }
+    if resume.count() > 0 {
+        tracing::debug!(partitions = resume.count(), "Fetch partitions resumed.");
+        consumer.resume(&resume)?;
+    }
+    Ok(())
+}
+
+/// The assigned partitions of the fetch stage's topics.
+fn stage_partitions(consumer: &BaseConsumer<RuntimeContext>, fetch: &FetchStage) -> anyhow::Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for element in consumer.assignment()?.elements() {
+        if fetch.is_stage_topic(element.topic()) {
+            tpl.add_partition(element.topic(), element.partition());
+        }
+    }
+    Ok(tpl)
 }
 
 /// Commits what is done, puts the failed record back, pauses everything and retries the
@@ -113,6 +174,12 @@ fn wait_out_outage(
         match engine.commit(consumer) {
             Ok(()) => seek_to(consumer, topic, partition, offset)?,
             Err(error) => handle_txn_error(engine, consumer, error)?,
+        }
+        // Everything is paused now and resumed afterwards, delayed retry partitions included:
+        // records arriving behind a delayed head are held, so order is kept; the saturation
+        // check starts over.
+        if let Some(fetch) = engine.fetch.as_mut() {
+            fetch.saturated = false;
         }
     }
     consumer.pause(&consumer.assignment()?)?;

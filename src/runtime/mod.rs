@@ -6,11 +6,13 @@
 //!   partitions, store restore on assign) and consumer-lag statistics;
 //! - `eos.rs`: the loop on its own thread, with outage pauses and shutdown;
 //! - `task.rs` + `store.rs`: per-partition tasks and their changelog-backed stores;
-//! - `identities.rs`: blocking PostgreSQL identity lookups for the loop's thread.
+//! - `identities.rs`: blocking PostgreSQL identity lookups for the loop's thread;
+//! - `fetching.rs`: the fetch stage's concurrent vendor API calls, written back in offset order.
 
 mod context;
 mod engine;
 mod eos;
+mod fetching;
 mod identities;
 pub mod store;
 mod task;
@@ -23,7 +25,11 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
 
-use crate::config::{DatabaseArgs, KafkaArgs, RegistryArgs};
+use crate::config::{DatabaseArgs, KafkaArgs, RedisArgs, RegistryArgs};
+use crate::connections::{AccessTokens, ConnectionStore, OAuthArgs, TokenCipher};
+use crate::event::Vendor;
+use crate::fetch::reconcile::Reconciler;
+use crate::fetch::{FetchArgs, Fetcher};
 use crate::identity::IdentityMap;
 use crate::processor::Pipeline;
 use crate::shutdown::CancellationToken;
@@ -72,6 +78,86 @@ pub struct ProcessArgs {
     /// Where to serve `GET /metrics`.
     #[arg(long, env = "PROCESSOR_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+
+    /// Redis: the lock that keeps two instances from refreshing one OAuth token at once.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Fetch-stage records that may wait for their fetch at once; beyond it the fetch
+    /// partitions pause until half are written.
+    #[arg(long, env = "FETCH_MAX_PENDING", default_value_t = 256)]
+    pub fetch_max_pending: usize,
+
+    /// Reconcile every active Oura / WHOOP connection this often (e.g. `6h`; off when unset):
+    /// records whose webhook never came are fetched through the same path.
+    #[arg(long, env = "RECONCILE_EVERY", value_parser = crate::fetch::reconcile::parse_span)]
+    pub reconcile_every: Option<Duration>,
+
+    /// How far back each scheduled reconciliation looks (e.g. `2d`).
+    #[arg(long, env = "RECONCILE_WINDOW", value_parser = crate::fetch::reconcile::parse_span, default_value = "2d")]
+    pub reconcile_window: Duration,
+}
+
+/// What the fetch stage needs, when fetching is configured: an OAuth client for at least one
+/// notification-only vendor and `TOKEN_ENCRYPTION_KEY`. Without it, notifications simply wait in
+/// `pending-fetch` (14 days' retention) until a processor that can fetch reads them.
+pub struct FetchSetup {
+    pub fetcher: Arc<Fetcher>,
+    pub tokens: AccessTokens,
+    pub store: ConnectionStore,
+    pub bases: Vec<(Vendor, String)>,
+}
+
+/// Builds the fetch stage's parts from the configuration, or `None` (logged) when fetching is
+/// not configured.
+pub async fn fetch_setup(
+    oauth: &OAuthArgs,
+    fetch: &FetchArgs,
+    redis: &RedisArgs,
+    pool: &sqlx::PgPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<FetchSetup>> {
+    let Some(key) = crate::secret::load_secret("TOKEN_ENCRYPTION_KEY")? else {
+        tracing::warn!("Fetching disabled: TOKEN_ENCRYPTION_KEY is not set. Oura/WHOOP notifications wait in pending-fetch.");
+        return Ok(None);
+    };
+    let cipher = TokenCipher::from_secret(&key)?;
+    let clients = oauth.clients()?;
+    let mut bases = Vec::new();
+    for (vendor, base) in [(Vendor::Oura, &oauth.oura_api_base), (Vendor::Whoop, &oauth.whoop_api_base)] {
+        if clients.get(vendor).is_some() {
+            bases.push((vendor, base.clone()));
+        } else {
+            tracing::warn!(
+                vendor = vendor.slug(),
+                "No OAuth client id / secret for this vendor: its notifications are retried, then dead-lettered."
+            );
+        }
+    }
+    if bases.is_empty() {
+        tracing::warn!("Fetching disabled: no Oura or WHOOP OAuth client is configured. Notifications wait in pending-fetch.");
+        return Ok(None);
+    }
+    let redis_client = redis::Client::open(redis.redis_url.as_str())
+        .map_err(|error| anyhow::anyhow!("{}", crate::config::redact_url_error(&error.to_string(), &redis.redis_url)))?;
+    let connection = with_backoff("redis", shutdown, || async {
+        tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new(redis_client.clone()))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))?
+            .map_err(|error| anyhow::anyhow!("{}", crate::config::redact_url_error(&error.to_string(), &redis.redis_url)))
+    })
+    .await?;
+    let store = ConnectionStore::new(pool.clone(), cipher);
+    let tokens = AccessTokens::new(store.clone(), clients, connection, Duration::from_secs(15));
+    let fetcher = Arc::new(Fetcher::new(fetch, &bases, Arc::new(tokens.clone()))?);
+    tracing::info!(vendors = ?bases.iter().map(|(v, _)| v.slug()).collect::<Vec<_>>(), "Fetching from vendor APIs enabled.");
+    Ok(Some(FetchSetup { fetcher, tokens, store, bases }))
 }
 
 fn default_instance_id() -> String {
@@ -126,6 +212,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         schema_ids.insert(topic.clone(), id);
     }
     let pool = with_backoff("postgresql", &shutdown, || args.database.migrated_pool()).await?;
+    let fetch = fetch_setup(&args.oauth, &args.fetch, &args.redis, &pool, &shutdown).await?;
 
     let kafka = &args.kafka;
     let transaction_timeout = args.transaction_timeout_ms.to_string();
@@ -188,12 +275,24 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     .await??;
     tracing::info!(transactional_id = %member_id, "Transactions initialised.");
 
+    let stage = fetch.as_ref().map(|setup| {
+        let topics = [topology.pending_fetch_topic.clone(), topology.fetch.retry_topic.clone()];
+        fetching::FetchStage::new(topics, setup.fetcher.clone(), tokio::runtime::Handle::current(), args.fetch_max_pending)
+    });
+    if let (Some(every), Some(setup)) = (args.reconcile_every, fetch.as_ref()) {
+        let raw_topic = &topology.sources.iter().find(|s| s.format == crate::topology::SourceFormat::Ingress).expect("validated").topic;
+        let reconciler = Reconciler::new(setup.fetcher.clone(), setup.store.clone(), pool.clone(), &args.kafka, raw_topic)?;
+        let schedule = crate::fetch::reconcile::Schedule { every, window: args.reconcile_window };
+        tracing::info!(every_secs = every.as_secs(), window_secs = args.reconcile_window.as_secs(), "Scheduled reconciliation enabled.");
+        tokio::spawn(crate::fetch::reconcile::run_scheduled(schedule, reconciler, shutdown.clone()));
+    }
     let engine = Engine::new(
         producer,
         Pipeline::new(topology.clone(), &schema_ids),
         BlockingIdentities { map: IdentityMap::new(pool), handle: tokio::runtime::Handle::current() },
         restorer,
         Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) },
+        stage,
     );
     let shared = consumer.context().engine.clone();
     *shared.lock().expect("engine lock") = Some(engine);

@@ -95,8 +95,15 @@ fn graph(topology: &Topology) -> Graph {
         let next_refs: Vec<&str> = next.iter().map(String::as_str).collect();
         nodes.push(node(name, NodeKind::Processor, &[], &stores, &next_refs));
     }
+    // The fetch stage joins the chain after normalize: notifications come back from pending-fetch
+    // (and the retry topic) as fetched records.
+    let after_normalize = topology.processors.get(1).map(|p| p.0.clone()).unwrap_or_default();
+    let retry = &topology.fetch.retry_topic;
+    nodes.push(node("fetch-source", NodeKind::Source, &[&topology.pending_fetch_topic, retry], &[], &["fetch"]));
+    nodes.push(node("fetch", NodeKind::Processor, &[], &[], &[&after_normalize, &sink_id(retry), &sink_id(&topology.dlq_topic)]));
     let mut sink_topics: Vec<&String> = topology.event_sinks.iter().collect();
     sink_topics.push(&topology.pending_fetch_topic);
+    sink_topics.push(retry);
     sink_topics.push(&topology.dlq_topic);
     for topic in sink_topics {
         nodes.push(node(&sink_id(topic), NodeKind::Sink, &[topic], &[], &[]));

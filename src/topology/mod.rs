@@ -37,6 +37,7 @@ pub struct Topology {
     pub routes: Vec<Route>,
     pub event_sinks: Vec<String>,
     pub pending_fetch_topic: String,
+    pub fetch: FetchParams,
     pub dlq_topic: String,
     /// Every topic the topology needs, with the settings `topics create` applies.
     pub topics: Vec<TopicSpec>,
@@ -49,6 +50,17 @@ pub struct Source {
     pub format: SourceFormat,
     /// The internal topic this source is re-keyed through, if any.
     pub repartition_topic: Option<String>,
+}
+
+/// The fetch stage: `pending-fetch` and the retry topic are read as tasks' partitions (partition
+/// p with the ingress source's partition p), so fetched events meet the same stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchParams {
+    /// `<application_id>-fetch-retry`: notifications waiting for another fetch pass.
+    pub retry_topic: String,
+    pub max_retries: u32,
+    pub retry_delay_ms: u64,
+    pub max_retry_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -322,7 +334,23 @@ impl Validator<'_> {
             .map(|s| Store { name: s.name.get_ref().clone(), changelog_topic: format!("{app}-{}-changelog", s.name.get_ref()) })
             .collect();
 
-        let topics = self.topics(&spec.topic_defaults, &spec.topics, &sources, &stores, &spec.sinks, &spec.dlq.topic)?;
+        let fetch = self.fetch(&app, spec.fetch.as_ref())?;
+        let mut topics = self.topics(&spec.topic_defaults, &spec.topics, &sources, &stores, &spec.sinks, &spec.dlq.topic)?;
+        let ingress_topic = &sources.iter().find(|s| s.format == SourceFormat::Ingress).expect("checked above").topic;
+        let pending_spec = topics.iter().find(|t| t.name == pending_fetch.topic).expect("every sink has a topic spec").clone();
+        if Some(pending_spec.partitions) != topics.iter().find(|t| &t.name == ingress_topic).map(|t| t.partitions) {
+            return Err(TopologyError::Invalid {
+                path: self.origin.to_owned(),
+                line: 1,
+                field: "topics.partitions".to_owned(),
+                message: format!(
+                    "{:?} must have as many partitions as {ingress_topic:?}: its partition p is fetched by the task of partition p",
+                    pending_fetch.topic
+                ),
+            });
+        }
+        // The retry topic is pending-fetch's twin (same partitions and settings).
+        topics.push(TopicSpec { name: fetch.retry_topic.clone(), ..pending_spec });
 
         Ok(Topology {
             application_id: app,
@@ -335,8 +363,29 @@ impl Validator<'_> {
             routes,
             event_sinks,
             pending_fetch_topic: pending_fetch.topic.clone(),
+            fetch,
             dlq_topic: spec.dlq.topic.clone(),
             topics,
+        })
+    }
+
+    fn fetch(&self, app: &str, spec: Option<&Spanned<spec::FetchSpec>>) -> Result<FetchParams, TopologyError> {
+        let given = spec.map(|s| s.get_ref().clone()).unwrap_or_default();
+        let seconds = |value: Option<f64>, default: f64| value.unwrap_or(default);
+        let (first, max) = (seconds(given.retry_delay_secs, 30.0), seconds(given.max_retry_delay_secs, 3600.0));
+        if !(first.is_finite() && max.is_finite() && first > 0.0 && max >= first) {
+            let span = spec.map_or(0..0, Spanned::span);
+            return Err(self.error_at(
+                span,
+                "fetch.retry_delay_secs",
+                "delays must be positive, and max_retry_delay_secs at least retry_delay_secs",
+            ));
+        }
+        Ok(FetchParams {
+            retry_topic: format!("{app}-fetch-retry"),
+            max_retries: given.max_retries.unwrap_or(6),
+            retry_delay_ms: (first * 1000.0) as u64,
+            max_retry_delay_ms: (max * 1000.0) as u64,
         })
     }
 

@@ -23,6 +23,21 @@ pub struct TopologySpec {
     pub topic_defaults: TopicSettings,
     #[serde(default)]
     pub topics: BTreeMap<String, Spanned<TopicSettings>>,
+    /// The fetch stage of notification-only vendors (defaults when absent).
+    #[serde(default)]
+    pub fetch: Option<Spanned<FetchSpec>>,
+}
+
+/// `[fetch]`: how notifications whose fetch failed are retried through the retry topic.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSpec {
+    /// Passes through the retry topic before the notification is dead-lettered.
+    pub max_retries: Option<u32>,
+    /// Delay before the first retry pass, seconds (doubled per pass).
+    pub retry_delay_secs: Option<f64>,
+    /// Longest delay between passes, seconds.
+    pub max_retry_delay_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -163,6 +163,24 @@ pub fn event_id(vendor: Vendor, kind: EventKind, natural_key: &str) -> String {
     uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// A DELETED event: the vendor deleted its record `object_id` of `data_type`. Its own id is keyed
+/// by data type and record id (a re-delivered deletion is a duplicate); `retracts` is the kind of
+/// event the record had produced, which gives `retracts_event_id` (same natural key: the record
+/// id), so consumers can drop exactly that event.
+pub fn tombstone(
+    input: &RawInput<'_>,
+    vendor_user_id: &str,
+    data_type: &str,
+    object_id: &str,
+    retracts: Option<EventKind>,
+    deleted_at: i64,
+) -> BiometricEvent {
+    let mut event = base_event(input, EventKind::Deleted, &format!("{data_type}|{object_id}"), vendor_user_id, deleted_at);
+    event.vendor_record_id = Some(object_id.to_owned());
+    event.retracts_event_id = retracts.map(|kind| event_id(input.vendor, kind, object_id));
+    event
+}
+
 /// A new event carrying the fields every vendor fills the same way: ids, vendor, kind, times,
 /// lineage and trace id. Metrics start empty (`None`); triggers empty and priority `Normal` until
 /// the processor judges the event. `user_id` starts as the vendor-scoped fallback.
@@ -209,5 +227,6 @@ pub fn base_event(input: &RawInput<'_>, kind: EventKind, natural_key: &str, vend
         priority: Priority::Normal,
         lineage: input.lineage(),
         trace_id: input.trace_id.map(str::to_owned),
+        retracts_event_id: None,
     }
 }

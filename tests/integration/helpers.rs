@@ -39,6 +39,9 @@ pub fn kafka_args() -> KafkaArgs {
 /// Fails the test at once, saying how to start the stack, when a component does not answer.
 /// Never a silent skip: CI must not pass without testing.
 pub fn require_stack() {
+    // reqwest (the registry client, vendor APIs) runs on rustls with the `ring` provider, which
+    // `main` installs; test processes must too.
+    biometric_bridge::connections::http::install_tls_provider();
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
     let result = CHECKED.get_or_init(|| {
         let mut missing = Vec::new();
@@ -171,6 +174,7 @@ pub async fn read_events(topics: &[String], expected: usize, timeout: Duration) 
         .unwrap();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs).unwrap();
+    biometric_bridge::connections::http::install_tls_provider();
     let decoder = AvroDecoder::new(SrSettings::new(registry_url()));
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();

@@ -187,6 +187,7 @@ pub enum Out {
 
 impl EventProducer {
     pub async fn new(topics: &[String]) -> EventProducer {
+        biometric_bridge::connections::http::install_tls_provider();
         let settings = SrSettings::new(helpers::registry_url());
         let mut codecs = BTreeMap::new();
         for topic in topics {

@@ -104,6 +104,8 @@ mod tests {
             source_topic: "raw".into(),
             source_partition: 0,
             source_offset: offset,
+            vendor_record_id: None,
+            retracts_event_id: None,
         }
     }
 

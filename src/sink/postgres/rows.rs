@@ -7,8 +7,10 @@
 //! metric absent from the document means "not measured", never zero). The event's `lineage`
 //! fills `source_topic/partition/offset`, so a row leads back to its raw webhook.
 //!
-//! Not stored (the table has no column for them): `vendor_record_id` and `lineage.delivery_id`;
-//! both can be read from the raw record the lineage points to.
+//! `vendor_record_id` and `retracts_event_id` have columns (migration
+//! `20261126000005_event_retractions.sql`: the view `current_biometric_events` leaves out
+//! deletions and what they retract). Not stored: `lineage.delivery_id`, in the raw record the
+//! lineage points to.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
@@ -47,7 +49,7 @@ pub const METRIC_FIELDS: [&str; 26] = [
 ];
 
 /// The columns written, in the order [`EventRow`] binds them (`written_at` is set by the database).
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 21] = [
     "event_id",
     "user_id",
     "vendor",
@@ -67,6 +69,8 @@ pub const COLUMNS: [&str; 19] = [
     "source_topic",
     "source_partition",
     "source_offset",
+    "vendor_record_id",
+    "retracts_event_id",
 ];
 
 /// One row of `biometric_events`.
@@ -93,6 +97,9 @@ pub struct EventRow {
     pub source_topic: String,
     pub source_partition: i32,
     pub source_offset: i64,
+    pub vendor_record_id: Option<String>,
+    /// For DELETED events: the event the deleted vendor record had produced.
+    pub retracts_event_id: Option<uuid::Uuid>,
 }
 
 /// An event that decoded but cannot be a row: a broken producer contract, never an outage.
@@ -135,6 +142,12 @@ impl EventRow {
             source_topic: event.lineage.source_topic.clone(),
             source_partition: event.lineage.source_partition,
             source_offset: event.lineage.source_offset,
+            vendor_record_id: event.vendor_record_id.clone(),
+            retracts_event_id: event
+                .retracts_event_id
+                .as_deref()
+                .map(|id| uuid::Uuid::parse_str(id).map_err(|_| RowError::EventId(id.to_owned())))
+                .transpose()?,
         })
     }
 }
@@ -253,8 +266,8 @@ mod tests {
 
     #[test]
     fn rows_cover_every_event_field() {
-        // `lineage` feeds the source_* columns; `vendor_record_id` is deliberately not stored.
-        const OTHER: [&str; 2] = ["lineage", "vendor_record_id"];
+        // `lineage` feeds the source_* columns.
+        const OTHER: [&str; 1] = ["lineage"];
         let Value::Object(fields) = serde_json::to_value(event()).unwrap() else { unreachable!() };
         for field in fields.keys() {
             let known = METRIC_FIELDS.contains(&field.as_str()) || COLUMNS.contains(&field.as_str()) || OTHER.contains(&field.as_str());

@@ -16,7 +16,7 @@ use super::batch::{Batch, Offsets};
 use super::offsets::{self, Fenced};
 use super::rows::{COLUMNS, EventRow};
 
-/// Rows per `INSERT` statement: 19 parameters each stays far below PostgreSQL's 65 535.
+/// Rows per `INSERT` statement: 21 parameters each stays far below PostgreSQL's 65 535.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,9 @@ async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<()> 
             .push_bind(&row.trace_id)
             .push_bind(&row.source_topic)
             .push_bind(row.source_partition)
-            .push_bind(row.source_offset);
+            .push_bind(row.source_offset)
+            .push_bind(&row.vendor_record_id)
+            .push_bind(row.retracts_event_id);
     });
     query.push(" ON CONFLICT (event_id) DO UPDATE SET ");
     let mut set = query.separated(", ");

@@ -4,7 +4,7 @@
 //! - [`verify_signature`] / [`SIGNATURE_HEADERS`]: upper-case hex HMAC over timestamp + body
 //!   (§2.3), in `signature.rs`.
 //! - [`normalize`]: a `create`/`update` notification becomes a [`PendingFetch`] of
-//!   `/v2/usercollection/{data_type}/{object_id}`; a `delete` is a notice.
+//!   `/v2/usercollection/{data_type}/{object_id}`; a `delete` becomes a DELETED event.
 //! - `api.rs`: the mappers of fetched API documents to events ([`map_api_record`] and one per
 //!   data type), used by the fetch step.
 
@@ -16,20 +16,22 @@ mod tests;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use super::{NormalizeError, Outcome, PendingFetch, RawInput};
-use crate::event::Vendor;
+use super::{NormalizeError, Outcome, PendingFetch, RawInput, tombstone};
+use crate::event::{EventKind, Vendor};
+use crate::vendors::time::rfc3339_to_millis;
 
 pub use api::{map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record, map_api_sleep};
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
 
-/// The notification body (§2.1). All strings; `event_time` is not needed (the fetched record is
-/// the truth, and dedup happens on the record's `id`).
+/// The notification body (§2.1). All strings; `event_time` only dates deletions (for data, the
+/// fetched record is the truth, and dedup happens on the record's `id`).
 #[derive(Deserialize)]
 struct Notification {
     event_type: String,
     data_type: String,
     object_id: String,
     user_id: String,
+    event_time: Option<String>,
 }
 
 /// Oura sends no delivery id (§2.4); the ingress falls back to the body hash.
@@ -46,8 +48,8 @@ pub fn vendor_user_id(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<UserRef>(body).ok().map(|user| user.user_id)
 }
 
-/// A notification to what must be fetched (`create`, `update`) or a notice (`delete`: there is
-/// nothing to fetch any more).
+/// A notification to what must be fetched (`create`, `update`), or a DELETED event (`delete`:
+/// there is nothing to fetch any more, but downstream must retract what the record produced).
 pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let notification: Notification = serde_json::from_slice(input.body)?;
     match notification.event_type.as_str() {
@@ -61,12 +63,23 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
                 api_path,
             }))
         }
-        // `kind` is a metric label, so it stays a constant; the vendor's strings go in the detail.
-        "delete" => Ok(Outcome::Notice {
-            kind: "delete".to_owned(),
-            detail: format!("{} record {} deleted at Oura; nothing to fetch", notification.data_type, notification.object_id),
-        }),
+        "delete" => {
+            let deleted_at = notification.event_time.as_deref().map(rfc3339_to_millis).transpose()?.unwrap_or(input.received_at_ms);
+            let retracts = retracted_kind(&notification.data_type);
+            let event = tombstone(input, &notification.user_id, &notification.data_type, &notification.object_id, retracts, deleted_at);
+            Ok(Outcome::Events(vec![event]))
+        }
         other => Err(NormalizeError::UnsupportedType(format!("oura event_type {other}"))),
+    }
+}
+
+/// The kind of event a document of `data_type` was mapped to (see `api.rs`), for retractions.
+fn retracted_kind(data_type: &str) -> Option<EventKind> {
+    match data_type {
+        "sleep" | "daily_sleep" => Some(EventKind::Sleep),
+        "daily_readiness" => Some(EventKind::Readiness),
+        "daily_activity" => Some(EventKind::Activity),
+        _ => None,
     }
 }
 

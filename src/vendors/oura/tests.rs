@@ -74,14 +74,21 @@ fn ids_that_would_leave_the_collection_path_are_refused() {
 }
 
 #[test]
-fn delete_is_a_notice() {
-    match normalize(&input(WEBHOOK_SLEEP_DELETE)) {
-        Ok(Outcome::Notice { kind, detail }) => {
-            assert_eq!(kind, "delete", "a bounded metric label");
-            assert!(detail.contains("sleep") && detail.contains("2-9e1d3c5b7a0f2e4d6c8b1a3f5e7d9c0b2a"));
-        }
-        other => panic!("{other:?}"),
-    }
+fn delete_is_a_deleted_event_retracting_the_sleep() {
+    let Ok(Outcome::Events(events)) = normalize(&input(WEBHOOK_SLEEP_DELETE)) else { panic!("events expected") };
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    let id = "2-9e1d3c5b7a0f2e4d6c8b1a3f5e7d9c0b2a";
+    assert_eq!(event.kind, EventKind::Deleted);
+    assert_eq!(event.vendor_record_id.as_deref(), Some(id));
+    assert_eq!(event.vendor_user_id, "d2f6a1c4b7e9-5a3c0f8e2d1b4a6c9e7f3b1");
+    assert_eq!(event.measured_at, crate::vendors::time::rfc3339_to_millis("2026-11-20T15:03:47+00:00").unwrap());
+    // The event the fetched sleep document produced, by the same rule as `map_api_sleep`.
+    assert_eq!(event.retracts_event_id.as_deref(), Some(crate::vendors::event_id(Vendor::Oura, EventKind::Sleep, id).as_str()));
+    assert_eq!(event.hrv_rmssd_ms, None);
+    // A re-delivered deletion has the same id (dropped by de-duplication).
+    let again = normalize(&input(WEBHOOK_SLEEP_DELETE));
+    assert!(matches!(again, Ok(Outcome::Events(ref e)) if e[0].event_id == event.event_id));
 }
 
 #[test]

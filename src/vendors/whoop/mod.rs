@@ -3,7 +3,8 @@
 //!
 //! - [`verify_signature`] / [`SIGNATURE_HEADERS`]: base64 HMAC over a millisecond timestamp +
 //!   body (§3.3), in `signature.rs`.
-//! - [`normalize`]: a `*.updated` notification becomes a [`PendingFetch`]; `*.deleted` is a notice.
+//! - [`normalize`]: a `*.updated` notification becomes a [`PendingFetch`]; `*.deleted` a DELETED
+//!   event.
 //! - `api.rs`: the mappers of fetched API records to events ([`map_api_record`] and one per
 //!   record type), used by the fetch step.
 
@@ -15,8 +16,8 @@ mod tests;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use super::{NormalizeError, Outcome, PendingFetch, RawInput};
-use crate::event::Vendor;
+use super::{NormalizeError, Outcome, PendingFetch, RawInput, tombstone};
+use crate::event::{EventKind, Vendor};
 
 pub use api::{map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path};
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
@@ -48,7 +49,7 @@ pub fn vendor_user_id(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<UserRef>(body).ok().map(|user| user.user_id.to_string())
 }
 
-/// A notification to what must be fetched, or a notice for deletions. WHOOP sends creations as
+/// A notification to what must be fetched, or a DELETED event. WHOOP sends creations as
 /// `*.updated` too (§3.1).
 pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let notification: Notification = serde_json::from_slice(input.body)?;
@@ -60,11 +61,16 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         // ([`recovery_api_path`]), then GET `/v2/cycle/{cycle_id}/recovery` and map that with
         // `map_api_record("recovery", …)`.
         "recovery.updated" => ("recovery", "sleep"),
+        // A recovery's natural key is its sleep id, which is what `recovery.deleted` carries.
         "sleep.deleted" | "workout.deleted" | "recovery.deleted" => {
-            return Ok(Outcome::Notice {
-                kind: notification.kind,
-                detail: format!("record {} deleted at WHOOP; nothing to fetch", notification.id),
-            });
+            let (data_type, kind) = match notification.kind.as_str() {
+                "sleep.deleted" => ("sleep", EventKind::Sleep),
+                "workout.deleted" => ("workout", EventKind::Workout),
+                _ => ("recovery", EventKind::Recovery),
+            };
+            let user = notification.user_id.to_string();
+            let event = tombstone(input, &user, data_type, &notification.id, Some(kind), input.received_at_ms);
+            return Ok(Outcome::Events(vec![event]));
         }
         other => return Err(NormalizeError::UnsupportedType(format!("whoop {other}"))),
     };

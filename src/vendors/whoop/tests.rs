@@ -69,18 +69,24 @@ fn recovery_path_comes_from_the_sleeps_cycle() {
 }
 
 #[test]
-fn deleted_is_a_notice_and_unknown_types_are_unsupported() {
-    match normalize(&input(WEBHOOK_RECOVERY_DELETED)) {
-        Ok(Outcome::Notice { kind, detail }) => {
-            assert_eq!(kind, "recovery.deleted");
-            assert!(detail.contains("e5c1a7d3-9b2f-4e6a-8c0d-4f7b1a3e5c92"));
-        }
-        other => panic!("{other:?}"),
-    }
-    for deleted in ["sleep.deleted", "workout.deleted"] {
+fn deleted_is_a_deleted_event_and_unknown_types_are_unsupported() {
+    let sleep_id = "e5c1a7d3-9b2f-4e6a-8c0d-4f7b1a3e5c92";
+    let Ok(Outcome::Events(events)) = normalize(&input(WEBHOOK_RECOVERY_DELETED)) else { panic!("events expected") };
+    assert_eq!(events[0].kind, EventKind::Deleted);
+    assert_eq!(events[0].vendor_record_id.as_deref(), Some(sleep_id));
+    assert_eq!(events[0].vendor_user_id, "10129457");
+    // A recovery event is keyed by its sleep id (map_api_recovery): that is the one retracted.
+    let recovery_event = crate::vendors::event_id(Vendor::Whoop, EventKind::Recovery, sleep_id);
+    assert_eq!(events[0].retracts_event_id.as_deref(), Some(recovery_event.as_str()));
+    let mut ids = vec![events[0].event_id.clone()];
+    for (deleted, kind) in [("sleep.deleted", EventKind::Sleep), ("workout.deleted", EventKind::Workout)] {
         let body = replaced(WEBHOOK_SLEEP_UPDATED, "sleep.updated", deleted);
-        assert!(matches!(normalize(&input(&body)), Ok(Outcome::Notice { .. })), "{deleted}");
+        let Ok(Outcome::Events(events)) = normalize(&input(&body)) else { panic!("{deleted}") };
+        assert_eq!(events[0].retracts_event_id, Some(crate::vendors::event_id(Vendor::Whoop, kind, SLEEP_ID)), "{deleted}");
+        ids.push(events[0].event_id.clone());
     }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "deleting a sleep and its recovery are two different retractions");
     let body = replaced(WEBHOOK_SLEEP_UPDATED, "sleep.updated", "cycle.updated");
     assert_eq!(normalize(&input(&body)).unwrap_err().class(), "unsupported_type");
 }
