@@ -266,3 +266,6 @@ pub fn record_of(message: &OwnedMessage) -> Record<'_> {
         timestamp_ms: message.timestamp().to_millis(),
     }
 }
+
+#[cfg(test)]
+mod tests;

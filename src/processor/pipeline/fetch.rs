@@ -139,3 +139,6 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
