@@ -28,8 +28,15 @@ impl Setup {
     /// A topology whose retry passes are a second apart (instead of 30 s), a simulator, and the
     /// connection store.
     pub async fn new() -> Setup {
+        Setup::with_topology(|text| text).await
+    }
+
+    /// [`Setup::new`] with a further edit of the topology text.
+    pub async fn with_topology(edit: impl FnOnce(String) -> String) -> Setup {
         let topology = TestTopology::create_with(4, |text| {
-            text.replace("retry_delay_secs = 30", "retry_delay_secs = 1").replace("max_retry_delay_secs = 3600", "max_retry_delay_secs = 2")
+            edit(text)
+                .replace("retry_delay_secs = 30", "retry_delay_secs = 1")
+                .replace("max_retry_delay_secs = 3600", "max_retry_delay_secs = 2")
         })
         .await;
         let pool = sqlx::PgPool::connect(&helpers::database_url()).await.unwrap();
@@ -98,18 +105,31 @@ pub fn bridge_vendor(vendor: SimVendor) -> Vendor {
 
 /// Writes a webhook body to `raw-webhooks` as the ingress does (key and headers).
 pub async fn send_webhook(topology: &TestTopology, vendor: Vendor, vendor_user_id: &str, body: &[u8]) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", helpers::bootstrap()).create().unwrap();
-    let key = format!("{}:{vendor_user_id}", vendor.slug());
-    let received_at = chrono::Utc::now().timestamp_millis().to_string();
-    let delivery = uuid::Uuid::new_v4().to_string();
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: "vendor", value: Some(vendor.slug()) })
-        .insert(Header { key: "received-at", value: Some(&received_at) })
-        .insert(Header { key: "delivery-id", value: Some(&delivery) })
-        .insert(Header { key: "trace-id", value: Some(&trace) });
+    send_webhooks(topology, &[(vendor, vendor_user_id.to_owned(), body.to_vec())]).await;
+}
+
+/// [`send_webhook`] for many, through one producer, in order.
+pub async fn send_webhooks(topology: &TestTopology, webhooks: &[(Vendor, String, Vec<u8>)]) {
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", helpers::bootstrap()).set("linger.ms", "5").create().unwrap();
     let topic = topology.topic("raw-webhooks");
-    producer.send(FutureRecord::to(&topic).key(&key).payload(body).headers(headers), Duration::from_secs(10)).await.unwrap();
+    let mut deliveries = Vec::with_capacity(webhooks.len());
+    for (vendor, vendor_user_id, body) in webhooks {
+        let key = format!("{}:{vendor_user_id}", vendor.slug());
+        let received_at = chrono::Utc::now().timestamp_millis().to_string();
+        let delivery = uuid::Uuid::new_v4().to_string();
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "vendor", value: Some(vendor.slug()) })
+            .insert(Header { key: "received-at", value: Some(&received_at) })
+            .insert(Header { key: "delivery-id", value: Some(&delivery) })
+            .insert(Header { key: "trace-id", value: Some(&trace) });
+        let record = FutureRecord::to(&topic).key(&key).payload(body).headers(headers);
+        deliveries.push(producer.send_result(record).map_err(|(error, _)| error).unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
 }
 
 pub fn oura_notification(event_type: &str, data_type: &str, object_id: &str, user: &str) -> Vec<u8> {

@@ -6,6 +6,7 @@ mod connections;
 mod crash;
 mod dlq_replay;
 mod fencing;
+mod fetch_crash;
 mod fetch_stage;
 mod helpers;
 mod ingress_auth;
