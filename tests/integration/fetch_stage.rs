@@ -298,3 +298,43 @@ async fn reconciliation_feeds_a_missed_record_once() {
 fn rand_u16() -> u16 {
     (uuid::Uuid::new_v4().as_u128() & 0xffff) as u16
 }
+
+/// Two processes need the same expired Oura token at once: the processor (fetching a notified
+/// record) and `reconcile` (listing the user's records). Oura refresh tokens work once, so only
+/// one of them may refresh; the other must wait for the Redis lock and use the new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_and_reconcile_racing_on_an_expired_token_refresh_it_once() {
+    let setup = Setup::new().await;
+    let user = helpers::unique("oura");
+    setup.connect(SimVendor::Oura, &user, "user-gus", -10).await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    setup.sim.put_record(SimVendor::Oura, &user, "sleep", "race-a", VendorSim::oura_sleep("race-a", &today, 45.0));
+    setup.sim.put_record(SimVendor::Oura, &user, "sleep", "race-b", VendorSim::oura_sleep("race-b", &today, 46.0));
+    // The refresh holds the token endpoint for 3 s: long enough for the other process to arrive.
+    setup.sim.set_token_delay(SimVendor::Oura, Duration::from_secs(3));
+    let _processor = setup.processor("fetch-race");
+    send_webhook(&setup.topology, Vendor::Oura, &user, &oura_notification("create", "sleep", "race-a", &user)).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while setup.sim.requests(SimVendor::Oura, "/oauth/token") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the processor never refreshed: {}", _processor.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The processor's refresh is in flight: reconcile now.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
+    command
+        .args(["reconcile", "--vendor", "oura", "--since", "1d", "--topology"])
+        .arg(&setup.topology.path)
+        .env("KAFKA_BOOTSTRAP_SERVERS", helpers::bootstrap())
+        .env("DATABASE_URL", helpers::database_url());
+    for (key, value) in setup.env() {
+        command.env(key, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let events = helpers::read_events(&[setup.events_topic()], 3, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 2, "both records, once each: {}", _processor.log_tail());
+    assert_eq!(setup.sim.refreshes(SimVendor::Oura, &user), 1, "one refresh for two processes");
+    assert_eq!(setup.sim.failed_refreshes(SimVendor::Oura, &user), 0, "the used refresh token was never sent again");
+}
