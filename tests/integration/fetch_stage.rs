@@ -338,3 +338,27 @@ async fn processor_and_reconcile_racing_on_an_expired_token_refresh_it_once() {
     assert_eq!(setup.sim.refreshes(SimVendor::Oura, &user), 1, "one refresh for two processes");
     assert_eq!(setup.sim.failed_refreshes(SimVendor::Oura, &user), 0, "the used refresh token was never sent again");
 }
+
+/// `RECONCILE_EVERY` in the processor: a record whose webhook never came is found by the
+/// scheduled run and emitted, with no notification at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_reconciliation_in_the_processor_finds_a_record_without_a_webhook() {
+    let setup = Setup::new().await;
+    let user = 20_000_000 + i64::from(rand_u16());
+    setup.connect(SimVendor::Whoop, &user.to_string(), "user-hal", 3600).await;
+    let start = (chrono::Utc::now() - chrono::Duration::hours(10)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let workout_id = "6d1f0a2b-7c3e-4b5a-9e8f-0a1b2c3d4e5f";
+    setup.sim.put_record(SimVendor::Whoop, &user.to_string(), "workout", workout_id, VendorSim::whoop_workout(workout_id, user, &start));
+    let mut env = setup.env();
+    env.push(("RECONCILE_EVERY".into(), "2s".into()));
+    env.push(("RECONCILE_WINDOW".into(), "1d".into()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let processor = helpers::spawn_processor(&setup.topology, "fetch-sched", &refs);
+
+    let events = helpers::read_events(&[setup.events_topic()], 2, Duration::from_secs(20)).await;
+    assert_eq!(events.len(), 1, "one event however many runs: {}", processor.log_tail());
+    assert_eq!(events[0].event.kind, EventKind::Workout);
+    assert_eq!(events[0].event.vendor_record_id.as_deref(), Some(workout_id));
+    assert_eq!(events[0].event.user_id, "user-hal");
+    assert!(setup.sim.requests(SimVendor::Whoop, "/v2/activity/workout") >= 3, "listed on every run");
+}
