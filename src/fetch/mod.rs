@@ -33,6 +33,10 @@ use crate::vendors::PendingFetch;
 use client::{Reply, VendorClient};
 use limiter::parse_limits;
 
+/// The retry reason when no access token could be had because PostgreSQL or Redis (or the
+/// vendor's token endpoint) is unavailable: retried without using up a pass.
+pub const TOKEN_UNAVAILABLE: &str = "token_unavailable";
+
 /// What fetching one notification came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FetchOutcome {
@@ -269,6 +273,6 @@ fn token_outcome(error: TokenError) -> FetchOutcome {
         TokenError::Inactive(ConnectionStatus::NeedsReauth) => FetchOutcome::NeedsReauth { reason: "connection_needs_reauth".to_owned() },
         TokenError::Inactive(_) => FetchOutcome::NoConnection { reason: "connection_revoked".to_owned() },
         TokenError::NeedsReauth(_) => FetchOutcome::NeedsReauth { reason: "refresh_refused".to_owned() },
-        TokenError::Unavailable(_) => FetchOutcome::Retry { reason: "token_unavailable".to_owned(), retry_after: None },
+        TokenError::Unavailable(_) => FetchOutcome::Retry { reason: TOKEN_UNAVAILABLE.to_owned(), retry_after: None },
     }
 }

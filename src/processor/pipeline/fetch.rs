@@ -102,7 +102,10 @@ impl Pipeline {
                 Ok(Vec::new())
             }
             FetchOutcome::Retry { reason, retry_after } => {
-                let pass = attempt + 1;
+                // Our own dependencies down (PostgreSQL, Redis: no token could be had) are not the
+                // notification's fault: such a pass is retried without counting, so an outage
+                // never dead-letters, as elsewhere in the processor.
+                let pass = if reason == crate::fetch::TOKEN_UNAVAILABLE { attempt } else { attempt + 1 };
                 if pass > self.topology.fetch.max_retries {
                     return dead("fetch_failed", &format!("{reason} on {pass} passes"));
                 }
@@ -120,7 +123,7 @@ impl Pipeline {
         let delay = retry_topic_delay(
             Duration::from_millis(fetch.retry_delay_ms),
             Duration::from_millis(fetch.max_retry_delay_ms),
-            pass,
+            pass.max(1),
             retry_after,
         );
         let not_before = now_ms + delay.as_millis() as i64;

@@ -406,6 +406,28 @@ fn the_last_allowed_pass_still_goes_to_the_retry_topic() {
 }
 
 #[test]
+fn our_own_outage_is_retried_without_using_up_a_pass() {
+    // PostgreSQL or Redis down (no token could be had): never a dead letter, however long.
+    let headers = retry_headers("oura", MAX_RETRIES, NOW_MS - 1);
+    let body = fixture("oura/webhook_sleep_create.json");
+    let outputs = run_fetched(
+        &record(RETRY_TOPIC, &headers, &body),
+        &oura_request(),
+        MAX_RETRIES,
+        retry(crate::fetch::TOKEN_UNAVAILABLE, None),
+        &mut Links::default(),
+        None,
+    );
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].topic, RETRY_TOPIC);
+    assert_eq!(header(&outputs[0], headers::FETCH_ATTEMPT), Some(MAX_RETRIES.to_string()), "the count stays");
+    // A first such pass waits the first delay, like any retry.
+    let first = &oura_outcome(0, retry(crate::fetch::TOKEN_UNAVAILABLE, None))[0];
+    assert_eq!(header(first, headers::FETCH_ATTEMPT).as_deref(), Some("0"));
+    assert_eq!(header(first, headers::FETCH_NOT_BEFORE), Some((NOW_MS + 30_000).to_string()));
+}
+
+#[test]
 fn a_pass_failing_after_max_retries_is_a_dead_letter_without_chain_headers() {
     let headers = retry_headers("oura", MAX_RETRIES, NOW_MS - 1);
     let body = fixture("oura/webhook_sleep_create.json");
