@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use biometric_bridge::event::{EventKind, Vendor};
 
-use super::fetch_stage::{Setup, oura_notification, send_webhooks};
+use super::fetch_support::{Setup, oura_notification, send_webhooks};
 use super::helpers;
 use super::vendor_sim::{Fault, SimVendor, VendorSim};
 

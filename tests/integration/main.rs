@@ -8,6 +8,7 @@ mod dlq_replay;
 mod fencing;
 mod fetch_crash;
 mod fetch_stage;
+mod fetch_support;
 mod helpers;
 mod ingress_auth;
 mod ingress_dedup;

@@ -11,6 +11,9 @@
 //! The harness of the integration tests is reused as is, by path.
 
 #[allow(dead_code)]
+#[path = "../integration/fetch_support.rs"]
+mod fetch_support;
+#[allow(dead_code)]
 #[path = "../integration/helpers.rs"]
 mod helpers;
 #[allow(dead_code)]
@@ -19,7 +22,11 @@ mod ingress_harness;
 #[allow(dead_code)]
 #[path = "../integration/ingress_support.rs"]
 mod ingress_support;
+#[allow(dead_code)]
+#[path = "../integration/vendor_sim.rs"]
+mod vendor_sim;
 
+mod fetch_outage;
 mod kafka_outage;
 mod postgres_outage;
 mod redis_outage;
