@@ -22,7 +22,6 @@ mod ingress_harness;
 #[allow(dead_code)]
 #[path = "../integration/ingress_support.rs"]
 mod ingress_support;
-#[allow(dead_code)]
 #[path = "../integration/vendor_sim.rs"]
 mod vendor_sim;
 
