@@ -62,6 +62,8 @@ pub enum CallbackError {
     MissingParameter(&'static str),
     #[error("{0}")]
     InvalidState(StateError),
+    #[error("this authorization link was already used; start the authorization again")]
+    StateReused,
     #[error("the vendor refused the authorization code (used or expired); start the authorization again")]
     InvalidGrant,
     #[error("the vendor's token endpoint or API failed; try again")]
@@ -78,7 +80,7 @@ impl CallbackError {
             | CallbackError::AuthorizationFailed
             | CallbackError::MissingParameter(_)
             | CallbackError::InvalidGrant => StatusCode::BAD_REQUEST,
-            CallbackError::InvalidState(_) => StatusCode::UNAUTHORIZED,
+            CallbackError::InvalidState(_) | CallbackError::StateReused => StatusCode::UNAUTHORIZED,
             CallbackError::ExchangeFailed => StatusCode::BAD_GATEWAY,
             CallbackError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -93,6 +95,7 @@ impl CallbackError {
             CallbackError::AuthorizationFailed => "authorization_failed",
             CallbackError::MissingParameter(_) => "invalid_request",
             CallbackError::InvalidState(_) => "invalid_state",
+            CallbackError::StateReused => "state_reused",
             CallbackError::InvalidGrant => "invalid_grant",
             CallbackError::ExchangeFailed => "oauth_exchange_failed",
             CallbackError::StoreUnavailable => "connection_store_unavailable",
@@ -204,6 +207,16 @@ impl OAuthCallback {
         let state = param("state").ok_or(CallbackError::InvalidState(StateError::Malformed))?;
         let verified = state::verify(state_secret, state, vendor, chrono::Utc::now().timestamp()).map_err(CallbackError::InvalidState)?;
         let code = param("code").ok_or(CallbackError::MissingParameter("code"))?;
+        // Single use, recorded before the exchange: a replayed callback URL cannot attach another
+        // vendor account to this user, even within the state's 15 minutes.
+        match store.use_state_nonce(&verified.nonce).await {
+            Ok(true) => {}
+            Ok(false) => return Err(CallbackError::StateReused),
+            Err(error) => {
+                tracing::warn!(%error, "Recording the OAuth state's use failed.");
+                return Err(CallbackError::StoreUnavailable);
+            }
+        }
 
         let tokens = client.exchange_code(code, &self.redirect_uri(vendor)).await.map_err(|error| exchange_error(vendor, &error))?;
         let vendor_user_id = client.vendor_user_id(&tokens.access_token).await.map_err(|error| {

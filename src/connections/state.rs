@@ -47,6 +47,8 @@ pub struct VerifiedState {
     pub user_id: String,
     pub vendor: Vendor,
     pub expires_at: i64,
+    /// The state's random nonce: the callback records it, so a state works once.
+    pub nonce: String,
 }
 
 fn mac(secret: &Secret, signed: &[u8]) -> [u8; 32] {
@@ -88,7 +90,7 @@ pub fn verify(secret: &Secret, state: &str, vendor: Vendor, now: i64) -> Result<
     if state_vendor != vendor {
         return Err(StateError::WrongVendor);
     }
-    Ok(VerifiedState { user_id: claims.u, vendor: state_vendor, expires_at: claims.exp })
+    Ok(VerifiedState { user_id: claims.u, vendor: state_vendor, expires_at: claims.exp, nonce: claims.n })
 }
 
 #[cfg(test)]
@@ -105,7 +107,10 @@ mod tests {
     fn a_signed_state_verifies_until_it_expires() {
         let state = sign(&secret(), "user-1", Vendor::Oura, NOW);
         let verified = verify(&secret(), &state, Vendor::Oura, NOW + 60).unwrap();
-        assert_eq!(verified, VerifiedState { user_id: "user-1".into(), vendor: Vendor::Oura, expires_at: NOW + 900 });
+        assert_eq!(verified.nonce.len(), 32, "a random nonce");
+        let expected =
+            VerifiedState { user_id: "user-1".into(), vendor: Vendor::Oura, expires_at: NOW + 900, nonce: verified.nonce.clone() };
+        assert_eq!(verified, expected);
         assert_eq!(verify(&secret(), &state, Vendor::Oura, NOW + 900), Err(StateError::Expired));
         assert_ne!(state, sign(&secret(), "user-1", Vendor::Oura, NOW), "a fresh nonce per state");
     }

@@ -118,6 +118,17 @@ impl ConnectionStore {
         ConnectionStore { pool, cipher: Arc::new(cipher) }
     }
 
+    /// Records the use of an OAuth state's nonce: true the first time, false when it was used
+    /// before (the state is single use). Also forgets uses older than a day (states live 15 min).
+    pub async fn use_state_nonce(&self, nonce: &str) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM oauth_state_uses WHERE used_at < now() - interval '1 day'").execute(&mut *tx).await?;
+        let inserted =
+            sqlx::query("INSERT INTO oauth_state_uses (nonce) VALUES ($1) ON CONFLICT DO NOTHING").bind(nonce).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

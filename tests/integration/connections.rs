@@ -350,8 +350,15 @@ async fn the_oauth_callback_stores_the_connection_and_its_identity_link() {
         .unwrap();
     assert_eq!(linked, (user.clone(), true));
 
-    // The code is single-use at the vendor.
-    assert_error(callback("oura", &[("code", &code), ("state", &state)]).await, 400, "invalid_grant").await;
+    // The state is single use: replaying the callback URL, or pairing the state with another
+    // code (another vendor account), is refused before any exchange.
+    assert_error(callback("oura", &[("code", &code), ("state", &state)]).await, 401, "state_reused").await;
+    let other_account = helpers::unique("oura-other");
+    sim.add_auth_code(SimVendor::Oura, "code-other", &other_account);
+    assert_error(callback("oura", &[("code", "code-other"), ("state", &state)]).await, 401, "state_reused").await;
+    assert!(store(&key).await.get(Vendor::Oura, &other_account).await.unwrap().is_none());
+    // The code is single use at the vendor: a fresh state with the used code is refused there.
+    assert_error(callback("oura", &[("code", &code), ("state", &authorize_state(&user))]).await, 400, "invalid_grant").await;
     // A state whose payload was changed (another user), keeping the signature.
     let (payload, signature) = state.split_once('.').unwrap();
     let mut forged = payload.to_owned();
