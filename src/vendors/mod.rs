@@ -91,6 +91,16 @@ pub struct PendingFetch {
     pub api_path: String,
 }
 
+/// Whether fetched records of `data_type` can be mapped to events: the fetch stage skips the
+/// others (an Oura `daily_stress` or `tag` subscription) instead of spending an API call on them.
+pub fn fetch_is_mapped(vendor: Vendor, data_type: &str) -> bool {
+    match vendor {
+        Vendor::Oura => oura::MAPPED_DATA_TYPES.contains(&data_type),
+        Vendor::Whoop => whoop::MAPPED_DATA_TYPES.contains(&data_type),
+        _ => false,
+    }
+}
+
 /// Why a record could not be normalized. The class is stable (it becomes the `error-class`
 /// header of the dead-letter record); the message is for humans and never holds secrets.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

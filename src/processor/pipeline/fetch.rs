@@ -58,6 +58,11 @@ impl Pipeline {
         }
         let attempt = header(headers::FETCH_ATTEMPT).and_then(|v| v.parse().ok()).unwrap_or(0);
         match vendors::normalize(&raw_input(record, vendor, body)) {
+            Ok(Outcome::PendingFetch(request)) if !vendors::fetch_is_mapped(request.vendor, &request.data_type) => {
+                crate::metrics::NOTICES.with_label_values(&["fetch_unmapped"]).inc();
+                tracing::info!(vendor = vendor.slug(), data_type = %request.data_type, "No mapping for this data type; not fetched.");
+                FetchPlan::Done(Vec::new())
+            }
             Ok(Outcome::PendingFetch(request)) => FetchPlan::Fetch { request, attempt },
             Ok(_) => FetchPlan::Done(vec![self.dead_letter(record, "not_a_notification", "record names nothing to fetch")]),
             Err(error) => FetchPlan::Done(vec![self.rejected(record, &error)]),

@@ -13,6 +13,9 @@ use crate::vendors::{NormalizeError, RawInput, base_event};
 /// The device every Oura record comes from.
 const SOURCE_DEVICE: &str = "OURA";
 
+/// The data types [`map_api_record`] maps; notifications of others are not fetched.
+pub const MAPPED_DATA_TYPES: &[&str] = &["sleep", "daily_sleep", "daily_readiness", "daily_activity", "heartrate"];
+
 /// The events of a fetched document of `data_type` (the notification's `data_type`).
 pub fn map_api_record(
     data_type: &str,

@@ -20,7 +20,10 @@ use super::{NormalizeError, Outcome, PendingFetch, RawInput, tombstone};
 use crate::event::{EventKind, Vendor};
 use crate::vendors::time::rfc3339_to_millis;
 
-pub use api::{map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record, map_api_sleep};
+pub use api::{
+    MAPPED_DATA_TYPES, map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record,
+    map_api_sleep,
+};
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
 
 /// The notification body (§2.1). All strings; `event_time` only dates deletions (for data, the

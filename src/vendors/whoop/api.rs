@@ -16,6 +16,9 @@ const SOURCE_DEVICE: &str = "WHOOP";
 /// Kilojoules per kilocalorie (thermochemical calorie).
 const KJ_PER_KCAL: f64 = 4.184;
 
+/// The data types [`map_api_record`] maps; notifications of others are not fetched.
+pub const MAPPED_DATA_TYPES: &[&str] = &["recovery", "sleep", "cycle", "workout"];
+
 /// The events of a fetched record of `data_type` (`recovery`, `sleep`, `cycle`, `workout`).
 pub fn map_api_record(
     data_type: &str,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::{NormalizeError, Outcome, PendingFetch, RawInput, tombstone};
 use crate::event::{EventKind, Vendor};
 
-pub use api::{map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path};
+pub use api::{MAPPED_DATA_TYPES, map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path};
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
 
 /// The notification body (§3.1). `id` is a UUID in v2 (an integer in the retired v1).

@@ -193,6 +193,26 @@ fn an_oura_notification_is_fetched_on_its_first_pass() {
 }
 
 #[test]
+fn data_types_without_a_mapping_are_not_fetched() {
+    // An Oura subscription to a type we do not map (stress, tags, ...): no API call, no event, no
+    // dead letter.
+    let headers = notification_headers("oura", &[]);
+    let sleep = fixture("oura/webhook_sleep_create.json");
+    for data_type in ["daily_stress", "tag", "vo2_max"] {
+        let body =
+            String::from_utf8(sleep.clone()).unwrap().replace("\"data_type\": \"sleep\"", &format!("\"data_type\": \"{data_type}\""));
+        match pipeline().plan_fetch(&record(PENDING_FETCH, &headers, body.as_bytes()), NOW_MS) {
+            FetchPlan::Done(outputs) => assert!(outputs.is_empty(), "{data_type}"),
+            other => panic!("{data_type}: {other:?}"),
+        }
+    }
+    for (vendor, data_type) in [(Vendor::Oura, "daily_readiness"), (Vendor::Whoop, "recovery"), (Vendor::Whoop, "workout")] {
+        assert!(vendors::fetch_is_mapped(vendor, data_type));
+    }
+    assert!(!vendors::fetch_is_mapped(Vendor::Terra, "sleep"));
+}
+
+#[test]
 fn a_retry_record_waits_until_its_not_before_time() {
     let until_ms = NOW_MS + 5_000;
     let headers = retry_headers("oura", 2, until_ms);
