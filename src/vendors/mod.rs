@@ -240,3 +240,27 @@ pub fn base_event(input: &RawInput<'_>, kind: EventKind, natural_key: &str, vend
         retracts_event_id: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_data_type_declared_mapped_has_a_mapper() {
+        let input = test_support::raw_input(Vendor::Oura, b"{}");
+        type Mapper = fn(&str, &[u8], &RawInput<'_>, &str) -> Result<Vec<BiometricEvent>, NormalizeError>;
+        let vendors: [(Vendor, &[&str], Mapper); 2] = [
+            (Vendor::Oura, oura::MAPPED_DATA_TYPES, oura::map_api_record),
+            (Vendor::Whoop, whoop::MAPPED_DATA_TYPES, whoop::map_api_record),
+        ];
+        for (vendor, types, map) in vendors {
+            for data_type in types {
+                assert!(fetch_is_mapped(vendor, data_type));
+                let error = map(data_type, b"{}", &input, "u").err();
+                assert_ne!(error.map(|e| e.class()), Some("unsupported_type"), "{vendor:?} {data_type}");
+            }
+            assert_eq!(map("daily_stress", b"{}", &input, "u").unwrap_err().class(), "unsupported_type");
+            assert!(!fetch_is_mapped(vendor, "daily_stress"));
+        }
+    }
+}

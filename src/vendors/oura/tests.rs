@@ -307,12 +307,3 @@ fn missing_or_garbage_headers() {
     garbage.insert("x-oura-timestamp", "yesterday".parse().unwrap());
     assert_eq!(check(&garbage, WEBHOOK_SLEEP_CREATE), Err(SignatureError::Malformed("x-oura-timestamp")));
 }
-
-#[test]
-fn every_data_type_declared_mapped_has_a_mapper() {
-    for data_type in super::MAPPED_DATA_TYPES {
-        let error = map_api_record(data_type, b"{}", &input(b"{}"), "u").err();
-        assert_ne!(error.map(|e| e.class()), Some("unsupported_type"), "{data_type}");
-    }
-    assert_eq!(map_api_record("daily_stress", b"{}", &input(b"{}"), "u").unwrap_err().class(), "unsupported_type");
-}
