@@ -10,8 +10,8 @@
 //! read; de-duplication drops what a re-fetch emits twice).
 //!
 //! Bounds: requests in flight are limited per vendor (`FETCH_CONCURRENCY`, in `fetch/`), and
-//! when more than `max_pending` records wait, the fetch partitions are paused until half have
-//! been written. A retry record that is not yet due stays at the head of its partition's queue
+//! when `max_pending` records are in progress (fetching, or fetched and waiting to be written),
+//! the fetch partitions are paused until half have been written. A retry record that is not yet due stays at the head of its partition's queue
 //! (records consumed behind it are held, unplanned) and the partition is paused until it is due:
 //! the retry topic is roughly in due order, so waiting on the head is what a delay queue does.
 //! Nothing is sought back: the records stay in memory, their offsets uncommitted.
@@ -116,12 +116,25 @@ impl FetchStage {
         self.waiting
     }
 
+    /// Records in progress: waiting for a fetch or to be written. Records behind a delayed retry
+    /// head are not counted: they wait for time, not for work, and counting them would let one
+    /// delayed retry partition pause the fresh notifications of every partition for up to an hour.
+    fn in_progress(&self) -> usize {
+        let blocked: usize = self
+            .queues
+            .values()
+            .filter(|queue| queue.front().is_some_and(|head| matches!(head.state, State::Delayed { .. })))
+            .map(VecDeque::len)
+            .sum();
+        self.waiting - blocked
+    }
+
     pub fn should_pause(&self) -> bool {
-        !self.saturated && self.waiting >= self.max_pending
+        !self.saturated && self.in_progress() >= self.max_pending
     }
 
     pub fn should_resume(&self) -> bool {
-        self.saturated && self.waiting <= self.max_pending / 2
+        self.saturated && self.in_progress() <= self.max_pending / 2
     }
 
     /// Whether records of this partition must wait behind a delayed retry record.

@@ -89,8 +89,8 @@ pub struct ProcessArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
 
-    /// Fetch-stage records that may wait for their fetch at once; beyond it the fetch
-    /// partitions pause until half are written.
+    /// Fetch-stage records in progress at once (fetching, or fetched and waiting to be
+    /// written); beyond it the fetch partitions pause until half are written.
     #[arg(long, env = "FETCH_MAX_PENDING", default_value_t = 256)]
     pub fetch_max_pending: usize,
 

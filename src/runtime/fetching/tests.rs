@@ -326,12 +326,17 @@ fn too_many_waiting_records_pause_until_half_are_written() {
 }
 
 #[test]
-fn held_records_count_towards_saturation() {
+fn records_behind_a_delayed_head_do_not_count_towards_saturation() {
+    // A delayed retry partition waits for time, not work: it must not pause fresh notifications.
     let mut h = Harness::new(2);
     h.stage.enqueue(message(RETRY, 0, 5), wait());
-    assert!(!h.stage.should_pause());
     h.stage.hold(message(RETRY, 0, 6));
-    assert!(h.stage.should_pause());
+    h.stage.hold(message(RETRY, 0, 7));
+    assert!(!h.stage.should_pause(), "3 waiting, none in progress");
+    h.stage.enqueue(message(PENDING, 0, 1), done(1));
+    assert!(!h.stage.should_pause(), "1 in progress of 2");
+    h.stage.enqueue(message(PENDING, 0, 2), done(2));
+    assert!(h.stage.should_pause(), "2 in progress of 2");
 }
 
 #[test]
