@@ -19,11 +19,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::fetching::{FetchStage, Finished, record_of};
+use super::fetching::FetchStage;
 use super::identities::BlockingIdentities;
 use super::store;
 use super::task::Task;
 use crate::processor::{InfraError, Output, Pipeline, Record, TaskStores};
+
+mod fetch;
 
 /// Timeout of each blocking transactional call.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -303,57 +305,6 @@ impl Engine {
         self.txn.offsets.insert((record.topic.to_owned(), record.partition), record.offset + 1);
         self.txn.records += 1;
         Ok(())
-    }
-
-    fn start_fetch(&mut self, message: &BorrowedMessage<'_>, record: &Record<'_>) -> Result<(), Interrupt> {
-        let fetch = self.fetch.as_mut().expect("checked by the caller");
-        if fetch.blocked(record.topic, record.partition) {
-            fetch.hold(message.detach());
-        } else {
-            let plan = self.pipeline.plan_fetch(record, chrono::Utc::now().timestamp_millis());
-            fetch.enqueue(message.detach(), plan);
-        }
-        Ok(())
-    }
-
-    /// Writes every fetch-stage record whose result is in, in offset order per partition.
-    pub fn write_finished_fetches(&mut self) -> Result<(), Interrupt> {
-        loop {
-            let Some(fetch) = self.fetch.as_mut() else { return Ok(()) };
-            let pipeline = &self.pipeline;
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            fetch.plan_heads(now_ms, |message| pipeline.plan_fetch(&record_of(message), now_ms));
-            let Some((message, finished)) = fetch.next_finished() else { return Ok(()) };
-            let record = record_of(&message);
-            let outputs = match finished {
-                Finished::Outputs(outputs) => Ok(outputs),
-                Finished::Fetched { request, attempt, outcome } => {
-                    let now_ms = chrono::Utc::now().timestamp_millis();
-                    match self.tasks.get_mut(&record.partition) {
-                        Some(task) => {
-                            self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, task.stores())
-                        }
-                        None => {
-                            let stores = TaskStores { dedup: None, baseline: None };
-                            self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, stores)
-                        }
-                    }
-                }
-            };
-            match outputs {
-                Ok(outputs) => self.write(&record, outputs)?,
-                Err(infra) => {
-                    // This record and the ones queued behind it will be consumed again.
-                    let at = (record.topic.to_owned(), record.partition, record.offset);
-                    if let Some(fetch) = self.fetch.as_mut()
-                        && fetch.drop_partition(&at.0, at.1)
-                    {
-                        fetch.to_resume.push((at.0.clone(), at.1));
-                    }
-                    return Err(Interrupt::Outage { infra, at });
-                }
-            }
-        }
     }
 
     fn send(&self, output: Output) -> Result<(), TxnError> {
