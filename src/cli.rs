@@ -64,6 +64,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::connections::cli::ConnectionsCommand,
     },
+    /// Manage the app's Oura webhook subscriptions (run `subscriptions ensure` daily from cron).
+    Subscriptions {
+        #[command(subcommand)]
+        command: crate::connections::subscriptions_cli::SubscriptionsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

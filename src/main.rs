@@ -73,6 +73,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Dlq { command } => dlq::run(command, shutdown).await,
         Command::Reconcile(args) => biometric_bridge::fetch::command::run(args, shutdown).await,
         Command::Connections { command } => connections::cli::run(command).await,
+        Command::Subscriptions { command } => connections::subscriptions_cli::run(command).await,
         Command::Events { command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry } } => {
             let options = events_tail::TailOptions { from_beginning, max, idle_timeout_secs, since_ms };
             events_tail::tail(&kafka, &registry, &topics, options, shutdown).await

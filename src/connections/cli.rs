@@ -78,7 +78,7 @@ pub enum ConnectionsCommand {
     },
 }
 
-fn parse_vendor(text: &str) -> Result<Vendor, String> {
+pub(crate) fn parse_vendor(text: &str) -> Result<Vendor, String> {
     match Vendor::from_slug(text.trim()) {
         Some(vendor @ (Vendor::Oura | Vendor::Whoop)) => Ok(vendor),
         _ => Err("expected oura or whoop".to_owned()),
@@ -137,7 +137,6 @@ fn read_tokens() -> anyhow::Result<TokenSet> {
 /// Connections as an aligned table.
 pub fn table(connections: &[ConnectionSummary]) -> String {
     let header = ["VENDOR", "VENDOR_USER", "USER", "STATUS", "EXPIRES", "UPDATED", "SCOPES", "REASON"].map(str::to_owned);
-    let time = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M:%SZ").to_string();
     let rows: Vec<[String; 8]> = std::iter::once(header)
         .chain(connections.iter().map(|connection| {
             [
@@ -152,14 +151,24 @@ pub fn table(connections: &[ConnectionSummary]) -> String {
             ]
         }))
         .collect();
-    let mut widths = [0usize; 8];
-    for row in &rows {
+    aligned(&rows)
+}
+
+/// A time as the operator tables show it.
+pub(crate) fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+/// Rows of cells as left-aligned columns two spaces apart, one line a row.
+pub(crate) fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');

@@ -10,7 +10,9 @@
 //! - `tokens.rs`: usable access tokens for the fetch stage, refreshed under an in-process and a
 //!   Redis lock (Oura refresh tokens are single-use);
 //! - `cli.rs`: `biometric-bridge connections add|list|revoke|authorize-url`; `http.rs`: HTTPS
-//!   client setup (rustls on `ring`).
+//!   client setup (rustls on `ring`);
+//! - `subscriptions.rs`: the app's Oura webhook subscriptions (created, renewed before they
+//!   expire); `subscriptions_cli.rs`: `biometric-bridge subscriptions list|ensure`.
 
 pub mod args;
 pub mod callback;
@@ -20,6 +22,8 @@ pub mod http;
 pub mod oauth;
 pub mod state;
 pub mod store;
+pub mod subscriptions;
+pub mod subscriptions_cli;
 pub mod tokens;
 
 pub use cipher::{CipherError, TokenCipher};

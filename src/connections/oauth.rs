@@ -124,7 +124,13 @@ pub fn classify_api_error(status: u16) -> OAuthError {
 
 /// A transport failure, described without the request (its body holds secrets).
 fn transport(what: &str, error: &reqwest::Error) -> OAuthError {
-    let kind = if error.is_timeout() {
+    OAuthError::Unavailable(format!("{what}: {}", transport_kind(error)))
+}
+
+/// What went wrong with a call that got no usable answer, in words that never quote the request
+/// (reqwest's own text may hold the URL, and callers' requests hold secrets).
+pub(crate) fn transport_kind(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
         "connection failed"
@@ -132,8 +138,7 @@ fn transport(what: &str, error: &reqwest::Error) -> OAuthError {
         "answer unreadable"
     } else {
         "request failed"
-    };
-    OAuthError::Unavailable(format!("{what}: {kind}"))
+    }
 }
 
 /// One vendor's OAuth application.

@@ -22,6 +22,7 @@ mod sink_crash;
 mod sink_postgres;
 mod sink_support;
 mod state;
+mod subscriptions;
 mod terra_end_to_end;
 mod vendor_sim;
 mod vendor_sim_selftest;

@@ -8,6 +8,10 @@
 //! Layout: `/oura/...` and `/whoop/...` carry the vendors' real paths (see `vendors.md` §2 and §3),
 //! so production code only swaps its base URLs. Records are the fixture JSON with ids, users and
 //! values replaced; the test stores them with [`VendorSim::put_record`].
+//!
+//! Oura's webhook subscriptions (`/oura/v2/webhook/subscription...`, app credentials in the
+//! `x-client-id` / `x-client-secret` headers) are kept too; a create first performs Oura's
+//! verification handshake against the callback URL, for real.
 
 #![allow(dead_code)]
 
@@ -21,9 +25,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Form, Json, Router};
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,6 +35,8 @@ use serde_json::{Value, json};
 const OURA_PAGE_SIZE: usize = 2;
 /// Lifetime of tokens issued by the token endpoint, as the vendors document (about 24 h).
 const TOKEN_LIFETIME_SECS: i64 = 86_400;
+/// Lifetime of an Oura webhook subscription from its creation or renewal.
+const SUBSCRIPTION_LIFETIME_DAYS: i64 = 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SimVendor {
@@ -112,6 +118,10 @@ struct VendorState {
     refreshes: HashMap<String, usize>,
     failed_refreshes: HashMap<String, usize>,
     token_delay: Duration,
+    /// Oura webhook subscriptions, oldest first, as the API returns them.
+    subscriptions: Vec<Value>,
+    subscription_creates: usize,
+    subscription_renews: usize,
 }
 
 impl VendorState {
@@ -281,6 +291,28 @@ impl VendorSim {
     pub fn failed_refreshes(&self, v: SimVendor, vendor_user_id: &str) -> usize {
         self.shared.vendor(v).failed_refreshes.get(vendor_user_id).copied().unwrap_or(0)
     }
+
+    /// The Oura webhook subscriptions, as `GET /v2/webhook/subscription` lists them.
+    pub fn oura_subscriptions(&self) -> Vec<Value> {
+        self.shared.vendor(SimVendor::Oura).subscriptions.clone()
+    }
+
+    /// Sets a subscription's `expiration_time` (e.g. to tomorrow, so that it needs renewing).
+    pub fn set_subscription_expiry(&self, id: &str, expires_at: DateTime<Utc>) {
+        let mut state = self.shared.vendor(SimVendor::Oura);
+        let subscription = state.subscriptions.iter_mut().find(|s| s["id"] == id).expect("a subscription with that id");
+        subscription["expiration_time"] = json!(rfc3339(expires_at));
+    }
+
+    /// Subscriptions created (after a successful handshake).
+    pub fn subscription_creates(&self) -> usize {
+        self.shared.vendor(SimVendor::Oura).subscription_creates
+    }
+
+    /// Subscriptions renewed.
+    pub fn subscription_renews(&self) -> usize {
+        self.shared.vendor(SimVendor::Oura).subscription_renews
+    }
 }
 
 impl Drop for VendorSim {
@@ -307,7 +339,10 @@ fn oura_routes(ctx: Ctx) -> Router {
     let routes = Router::new()
         .route("/v2/usercollection/personal_info", get(oura_personal_info))
         .route("/v2/usercollection/{collection}", get(oura_list))
-        .route("/v2/usercollection/{collection}/{id}", get(get_record));
+        .route("/v2/usercollection/{collection}/{id}", get(get_record))
+        .route("/v2/webhook/subscription", get(oura_subscription_list).post(oura_subscription_create))
+        .route("/v2/webhook/subscription/renew/{id}", put(oura_subscription_renew))
+        .route("/v2/webhook/subscription/{id}", delete(oura_subscription_delete));
     vendor_router(routes, "/oauth/token", ctx)
 }
 
@@ -513,6 +548,112 @@ fn redeem_refresh(state: &mut VendorState, refresh: &str) -> Option<String> {
 
 fn oauth_error(status: StatusCode, error: &str) -> Response {
     (status, Json(json!({ "error": error }))).into_response()
+}
+
+// ---- Oura webhook subscriptions (vendor notes §2.1, §2.3). ----
+
+/// Oura's error shape (FastAPI): `{"detail": "..."}`.
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "detail": text }))).into_response()
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn subscription_expiry() -> String {
+    rfc3339(Utc::now() + TimeDelta::days(SUBSCRIPTION_LIFETIME_DAYS))
+}
+
+/// The subscription API takes the app's credentials as headers, not a user token.
+fn app_refused(headers: &HeaderMap) -> Option<Response> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let vendor = SimVendor::Oura;
+    let valid = header("x-client-id") == Some(vendor.client_id()) && header("x-client-secret") == Some(vendor.client_secret());
+    (!valid).then(|| detail(StatusCode::UNAUTHORIZED, "Invalid client credentials"))
+}
+
+async fn oura_subscription_list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Some(refused) = app_refused(&headers) {
+        return refused;
+    }
+    Json(ctx.state().subscriptions.clone()).into_response()
+}
+
+/// Creates a subscription, but only once the callback URL has passed the handshake.
+async fn oura_subscription_create(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(refused) = app_refused(&headers) {
+        return refused;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |name: &str| body.get(name).and_then(Value::as_str).filter(|value| !value.is_empty()).map(str::to_owned);
+    let (Some(callback_url), Some(token), Some(event_type), Some(data_type)) =
+        (field("callback_url"), field("verification_token"), field("event_type"), field("data_type"))
+    else {
+        return detail(StatusCode::UNPROCESSABLE_ENTITY, "callback_url, verification_token, event_type and data_type are required");
+    };
+    if !["create", "update", "delete"].contains(&event_type.as_str()) {
+        return detail(StatusCode::UNPROCESSABLE_ENTITY, "event_type must be create, update or delete");
+    }
+    if let Err(reason) = verification_handshake(&callback_url, &token).await {
+        return detail(StatusCode::BAD_REQUEST, &format!("Verification of the callback URL failed: {reason}"));
+    }
+    let subscription = json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "callback_url": callback_url,
+        "event_type": event_type,
+        "data_type": data_type,
+        "expiration_time": subscription_expiry(),
+    });
+    let mut state = ctx.state();
+    state.subscriptions.push(subscription.clone());
+    state.subscription_creates += 1;
+    (StatusCode::CREATED, Json(subscription)).into_response()
+}
+
+/// Oura's handshake: `GET <callback>?verification_token=..&challenge=..` must answer 200 with
+/// `{"challenge": <the same>}`.
+async fn verification_handshake(callback_url: &str, token: &str) -> Result<(), String> {
+    biometric_bridge::connections::http::install_tls_provider();
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    let challenge = uuid::Uuid::new_v4().simple().to_string();
+    let query = [("verification_token", token), ("challenge", challenge.as_str())];
+    let response = client.get(callback_url).query(&query).send().await.map_err(|_| "the callback URL did not answer".to_owned())?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or_default();
+    match (status, answer.get("challenge").and_then(Value::as_str)) {
+        (StatusCode::OK, Some(echoed)) if echoed == challenge => Ok(()),
+        (StatusCode::OK, _) => Err("the answer did not echo the challenge".to_owned()),
+        (status, _) => Err(format!("the callback URL answered HTTP {}", status.as_u16())),
+    }
+}
+
+async fn oura_subscription_renew(State(ctx): State<Ctx>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(refused) = app_refused(&headers) {
+        return refused;
+    }
+    let mut state = ctx.state();
+    let Some(subscription) = state.subscriptions.iter_mut().find(|s| s["id"] == id.as_str()) else {
+        return detail(StatusCode::NOT_FOUND, "Subscription not found");
+    };
+    subscription["expiration_time"] = json!(subscription_expiry());
+    let renewed = subscription.clone();
+    state.subscription_renews += 1;
+    Json(renewed).into_response()
+}
+
+async fn oura_subscription_delete(State(ctx): State<Ctx>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(refused) = app_refused(&headers) {
+        return refused;
+    }
+    let mut state = ctx.state();
+    let before = state.subscriptions.len();
+    state.subscriptions.retain(|s| s["id"] != id.as_str());
+    if state.subscriptions.len() == before {
+        detail(StatusCode::NOT_FOUND, "Subscription not found")
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
 }
 
 // ---- Record builders: the fixtures with ids, users, times and HRV replaced. ----

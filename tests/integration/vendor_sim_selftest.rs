@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::vendor_sim::{Fault, SimVendor, VendorSim};
@@ -299,4 +300,60 @@ async fn works_inside_a_tokio_test() {
     sim.put_record(SimVendor::Whoop, WHOOP_USER, "workout", "w1", VendorSim::whoop_workout("w1", 10129457, "2026-12-02T18:00:00Z"));
     let got = reply(client().get(format!("{}/v2/activity/workout/w1", sim.whoop_base())).bearer_auth(&token)).await;
     assert_eq!((got.status, &got.body["end"]), (200, &json!("2026-12-02T18:52:37.000Z")));
+}
+
+/// A callback URL that answers Oura's handshake the way the ingress does, for token `good-token`.
+async fn handshake_answerer() -> String {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let answer = async |Query(query): Query<HashMap<String, String>>| match query.get("verification_token").map(String::as_str) {
+        Some("good-token") => (axum::http::StatusCode::OK, axum::Json(json!({ "challenge": query.get("challenge") }))),
+        _ => (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "verification_failed" }))),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/oura", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/webhooks/oura", axum::routing::get(answer))).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oura_subscriptions_need_app_credentials_and_the_handshake() {
+    let sim = VendorSim::start();
+    let callback = handshake_answerer().await;
+    let url = format!("{}/v2/webhook/subscription", sim.oura_base());
+    let app = |request: reqwest::RequestBuilder| {
+        request.header("x-client-id", sim.client_id(SimVendor::Oura)).header("x-client-secret", sim.client_secret(SimVendor::Oura))
+    };
+    let create =
+        |token: &str| json!({ "callback_url": callback, "verification_token": token, "event_type": "create", "data_type": "sleep" });
+
+    let refused = reply(client().get(&url).header("x-client-id", "oura-client").header("x-client-secret", "nope")).await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.body["detail"].is_string(), "{}", refused.body);
+
+    let failed = reply(app(client().post(&url)).json(&create("bad-token"))).await;
+    assert_eq!(failed.status, 400, "{}", failed.body);
+    assert!(failed.body["detail"].as_str().unwrap().contains("HTTP 401"), "{}", failed.body);
+    assert_eq!((sim.subscription_creates(), sim.oura_subscriptions().len()), (0, 0));
+
+    let created = reply(app(client().post(&url)).json(&create("good-token"))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let expires = |body: &Value| DateTime::parse_from_rfc3339(body["expiration_time"].as_str().unwrap()).unwrap().with_timezone(&Utc);
+    assert!(expires(&created.body) > Utc::now() + TimeDelta::days(29));
+    let listed = reply(app(client().get(&url))).await;
+    assert_eq!((listed.status, &listed.body), (200, &json!([created.body])));
+    assert_eq!(sim.subscription_creates(), 1);
+
+    sim.set_subscription_expiry(&id, Utc::now() + TimeDelta::days(1));
+    assert!(expires(&sim.oura_subscriptions()[0]) < Utc::now() + TimeDelta::days(2));
+    let renewed = reply(app(client().put(format!("{url}/renew/{id}")))).await;
+    assert_eq!(renewed.status, 200);
+    assert!(expires(&renewed.body) > Utc::now() + TimeDelta::days(29));
+    assert_eq!(sim.subscription_renews(), 1);
+    assert_eq!(reply(app(client().put(format!("{url}/renew/unknown")))).await.status, 404);
+
+    let deleted = app(client().delete(format!("{url}/{id}"))).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(sim.oura_subscriptions().is_empty());
 }
