@@ -107,19 +107,13 @@ pub fn parse_page(vendor: Vendor, data_type: &'static str, body: &[u8]) -> Resul
     let mut listed = Vec::new();
     for record in page.data {
         let text = |field: &str| record.get(field).and_then(|v| v.as_str()).map(str::to_owned);
-        let (object_id, kind) = match (vendor, data_type) {
-            // Deleted sleep periods and unscored WHOOP records would emit nothing: don't fetch them.
-            (Vendor::Oura, "sleep") if text("type").as_deref() == Some("deleted") => continue,
-            (Vendor::Oura, "sleep" | "daily_sleep") => (text("id"), EventKind::Sleep),
-            (Vendor::Oura, "daily_readiness") => (text("id"), EventKind::Readiness),
-            (Vendor::Oura, _) => (text("id"), EventKind::Activity),
-            (Vendor::Whoop, _) if text("score_state").as_deref() != Some("SCORED") => continue,
-            (Vendor::Whoop, "recovery") => (text("sleep_id"), EventKind::Recovery),
-            (Vendor::Whoop, "sleep") => (text("id"), EventKind::Sleep),
-            (Vendor::Whoop, _) => (text("id"), EventKind::Workout),
-            _ => continue,
-        };
-        let object_id = object_id.ok_or_else(|| format!("{} {data_type} record without an id", vendor.slug()))?;
+        // Deleted sleep periods and unscored WHOOP records would emit nothing: don't fetch them.
+        let deleted = vendor == Vendor::Oura && data_type == "sleep" && text("type").as_deref() == Some("deleted");
+        let unscored = vendor == Vendor::Whoop && text("score_state").as_deref() != Some("SCORED");
+        let Some(kind) = crate::vendors::record_kind(vendor, data_type).filter(|_| !deleted && !unscored) else { continue };
+        // The id notifications carry: a WHOOP recovery is named by its sleep.
+        let id_field = if (vendor, data_type) == (Vendor::Whoop, "recovery") { "sleep_id" } else { "id" };
+        let object_id = text(id_field).ok_or_else(|| format!("{} {data_type} record without an id", vendor.slug()))?;
         listed.push(Listed { data_type, object_id, kind });
     }
     Ok((listed, page.next_token.filter(|token| !token.is_empty())))

@@ -91,6 +91,16 @@ pub struct PendingFetch {
     pub api_path: String,
 }
 
+/// The kind of event a notification-only vendor's record of `data_type` is mapped to, keyed by
+/// the record id its notifications carry (see each vendor's `event_kind`).
+pub fn record_kind(vendor: Vendor, data_type: &str) -> Option<EventKind> {
+    match vendor {
+        Vendor::Oura => oura::event_kind(data_type),
+        Vendor::Whoop => whoop::event_kind(data_type),
+        _ => None,
+    }
+}
+
 /// Whether fetched records of `data_type` can be mapped to events: the fetch stage skips the
 /// others (an Oura `daily_stress` or `tag` subscription) instead of spending an API call on them.
 pub fn fetch_is_mapped(vendor: Vendor, data_type: &str) -> bool {

@@ -16,6 +16,17 @@ const SOURCE_DEVICE: &str = "OURA";
 /// The data types [`map_api_record`] maps; notifications of others are not fetched.
 pub const MAPPED_DATA_TYPES: &[&str] = &["sleep", "daily_sleep", "daily_readiness", "daily_activity", "heartrate"];
 
+/// The kind of event a document of `data_type` is mapped to, keyed by the document's `id` (so a
+/// deletion or a listing can name that event). `heartrate` samples are keyed otherwise: `None`.
+pub fn event_kind(data_type: &str) -> Option<EventKind> {
+    match data_type {
+        "sleep" | "daily_sleep" => Some(EventKind::Sleep),
+        "daily_readiness" => Some(EventKind::Readiness),
+        "daily_activity" => Some(EventKind::Activity),
+        _ => None,
+    }
+}
+
 /// The events of a fetched document of `data_type` (the notification's `data_type`).
 pub fn map_api_record(
     data_type: &str,

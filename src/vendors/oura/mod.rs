@@ -17,11 +17,11 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::{NormalizeError, Outcome, PendingFetch, RawInput, tombstone};
-use crate::event::{EventKind, Vendor};
+use crate::event::Vendor;
 use crate::vendors::time::rfc3339_to_millis;
 
 pub use api::{
-    MAPPED_DATA_TYPES, map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record,
+    MAPPED_DATA_TYPES, event_kind, map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record,
     map_api_sleep,
 };
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
@@ -68,21 +68,11 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         }
         "delete" => {
             let deleted_at = notification.event_time.as_deref().map(rfc3339_to_millis).transpose()?.unwrap_or(input.received_at_ms);
-            let retracts = retracted_kind(&notification.data_type);
+            let retracts = event_kind(&notification.data_type);
             let event = tombstone(input, &notification.user_id, &notification.data_type, &notification.object_id, retracts, deleted_at);
             Ok(Outcome::Events(vec![event]))
         }
         other => Err(NormalizeError::UnsupportedType(format!("oura event_type {other}"))),
-    }
-}
-
-/// The kind of event a document of `data_type` was mapped to (see `api.rs`), for retractions.
-fn retracted_kind(data_type: &str) -> Option<EventKind> {
-    match data_type {
-        "sleep" | "daily_sleep" => Some(EventKind::Sleep),
-        "daily_readiness" => Some(EventKind::Readiness),
-        "daily_activity" => Some(EventKind::Activity),
-        _ => None,
     }
 }
 

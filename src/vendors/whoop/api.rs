@@ -19,6 +19,18 @@ const KJ_PER_KCAL: f64 = 4.184;
 /// The data types [`map_api_record`] maps; notifications of others are not fetched.
 pub const MAPPED_DATA_TYPES: &[&str] = &["recovery", "sleep", "cycle", "workout"];
 
+/// The kind of event a record of `data_type` is mapped to, keyed by the id WHOOP's notifications
+/// carry (a recovery: its sleep's id).
+pub fn event_kind(data_type: &str) -> Option<EventKind> {
+    match data_type {
+        "recovery" => Some(EventKind::Recovery),
+        "sleep" => Some(EventKind::Sleep),
+        "cycle" => Some(EventKind::Daily),
+        "workout" => Some(EventKind::Workout),
+        _ => None,
+    }
+}
+
 /// The events of a fetched record of `data_type` (`recovery`, `sleep`, `cycle`, `workout`).
 pub fn map_api_record(
     data_type: &str,

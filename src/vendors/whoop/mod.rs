@@ -17,9 +17,11 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::{NormalizeError, Outcome, PendingFetch, RawInput, tombstone};
-use crate::event::{EventKind, Vendor};
+use crate::event::Vendor;
 
-pub use api::{MAPPED_DATA_TYPES, map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path};
+pub use api::{
+    MAPPED_DATA_TYPES, event_kind, map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path,
+};
 pub use signature::{SIGNATURE_HEADERS, verify_signature};
 
 /// The notification body (§3.1). `id` is a UUID in v2 (an integer in the retired v1).
@@ -63,13 +65,9 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         "recovery.updated" => ("recovery", "sleep"),
         // A recovery's natural key is its sleep id, which is what `recovery.deleted` carries.
         "sleep.deleted" | "workout.deleted" | "recovery.deleted" => {
-            let (data_type, kind) = match notification.kind.as_str() {
-                "sleep.deleted" => ("sleep", EventKind::Sleep),
-                "workout.deleted" => ("workout", EventKind::Workout),
-                _ => ("recovery", EventKind::Recovery),
-            };
+            let data_type = notification.kind.trim_end_matches(".deleted");
             let user = notification.user_id.to_string();
-            let event = tombstone(input, &user, data_type, &notification.id, Some(kind), input.received_at_ms);
+            let event = tombstone(input, &user, data_type, &notification.id, event_kind(data_type), input.received_at_ms);
             return Ok(Outcome::Events(vec![event]));
         }
         other => return Err(NormalizeError::UnsupportedType(format!("whoop {other}"))),
