@@ -276,18 +276,18 @@ impl Engine {
             return self.start_fetch(message, &record);
         }
         let stateful = self.task_topics.iter().any(|t| t == record.topic);
-        let task = if stateful { self.tasks.get_mut(&record.partition) } else { None };
-        let outputs = match task {
-            Some(task) => self.pipeline.process(&record, &mut self.identities, task.stores()),
-            None => self.pipeline.process(&record, &mut self.identities, TaskStores { dedup: None, baseline: None }),
-        }
-        .map_err(|infra| Interrupt::Outage { infra, at: (record.topic.to_owned(), record.partition, record.offset) })?;
-        self.write(&record, outputs)?;
+        let stores = task_stores(&mut self.tasks, record.partition, stateful);
+        let outputs = self
+            .pipeline
+            .process(&record, &mut self.identities, stores)
+            .map_err(|infra| Interrupt::Outage { infra, at: (record.topic.to_owned(), record.partition, record.offset) })?;
+        self.write(&record, outputs, stateful)?;
         Ok(())
     }
 
-    /// Sends `outputs` of `record` in the open transaction and moves its partition's offset on.
-    fn write(&mut self, record: &Record<'_>, outputs: Vec<Output>) -> Result<(), TxnError> {
+    /// Sends `outputs` of `record` in the open transaction and moves its partition's offset on
+    /// (and, for a task's record, the task's stream time).
+    fn write(&mut self, record: &Record<'_>, outputs: Vec<Output>, stateful: bool) -> Result<(), TxnError> {
         self.begin_if_needed()?;
         for output in outputs {
             if let Some(received_at) = output.received_at_ms {
@@ -295,7 +295,6 @@ impl Engine {
             }
             self.send(output)?;
         }
-        let stateful = self.task_topics.iter().any(|t| t == record.topic);
         if let Some(task) = self.tasks.get_mut(&record.partition).filter(|_| stateful)
             && let Some(received_at) =
                 crate::kafka::headers::get(record.headers, crate::kafka::headers::RECEIVED_AT).and_then(|v| v.parse().ok())
@@ -423,6 +422,14 @@ impl Engine {
         self.needs_rewind = false;
         tracing::info!("Rewound to the committed offsets; stores rebuilt from their changelogs.");
         Ok(())
+    }
+}
+
+/// The stores of task `partition` for a record of a task topic; none for a stateless one.
+fn task_stores(tasks: &mut BTreeMap<i32, Task>, partition: i32, stateful: bool) -> TaskStores<'_> {
+    match tasks.get_mut(&partition).filter(|_| stateful) {
+        Some(task) => task.stores(),
+        None => TaskStores { dedup: None, baseline: None },
     }
 }
 

@@ -109,6 +109,7 @@ pub fn run_loop(
 /// resumes the fetch partitions when too many fetched records wait to be written.
 fn pace_fetches(engine: &mut Engine, consumer: &BaseConsumer<RuntimeContext>) -> anyhow::Result<()> {
     let Some(fetch) = engine.fetch.as_mut() else { return Ok(()) };
+    crate::metrics::FETCH_PENDING.set(fetch.waiting() as i64);
     let assigned = consumer.assignment()?;
     let owned = |key: &(String, i32)| assigned.find_partition(&key.0, key.1).is_some();
     let mut pause = TopicPartitionList::new();

@@ -81,7 +81,6 @@ pub struct FetchStage {
     fetcher: Arc<Fetcher>,
     runtime: tokio::runtime::Handle,
     queues: BTreeMap<PartitionKey, VecDeque<Waiting>>,
-    waiting: usize,
     max_pending: usize,
     /// Partitions to pause (a delayed head) / resume (it became due), for the loop to apply.
     pub to_pause: Vec<PartitionKey>,
@@ -99,7 +98,6 @@ impl FetchStage {
             fetcher,
             runtime,
             queues: BTreeMap::new(),
-            waiting: 0,
             max_pending: max_pending.max(1),
             to_pause: Vec::new(),
             to_resume: Vec::new(),
@@ -112,8 +110,9 @@ impl FetchStage {
         self.topics.iter().any(|t| t == topic)
     }
 
+    /// Records consumed and not yet written, whatever their state.
     pub fn waiting(&self) -> usize {
-        self.waiting
+        self.queues.values().map(VecDeque::len).sum()
     }
 
     /// Records in progress: waiting for a fetch or to be written. Records behind a delayed retry
@@ -126,7 +125,7 @@ impl FetchStage {
             .filter(|queue| queue.front().is_some_and(|head| matches!(head.state, State::Delayed { .. })))
             .map(VecDeque::len)
             .sum();
-        self.waiting - blocked
+        self.waiting() - blocked
     }
 
     pub fn should_pause(&self) -> bool {
@@ -166,8 +165,6 @@ impl FetchStage {
     fn push(&mut self, message: OwnedMessage, state: State) {
         let key = (message.topic().to_owned(), message.partition());
         self.queues.entry(key).or_default().push_back(Waiting { message, state });
-        self.waiting += 1;
-        crate::metrics::FETCH_PENDING.set(self.waiting as i64);
     }
 
     /// The state a plan starts in: its fetch spawned, its outputs ready, or delayed.
@@ -225,8 +222,6 @@ impl FetchStage {
     pub fn next_finished(&mut self) -> Option<(OwnedMessage, Finished)> {
         let queue = self.queues.values_mut().find_map(|queue| head_finished(queue).then_some(queue))?;
         let waiting = queue.pop_front().expect("a finished head");
-        self.waiting -= 1;
-        crate::metrics::FETCH_PENDING.set(self.waiting as i64);
         let finished = match waiting.state {
             State::Ready(outputs) => Finished::Outputs(outputs),
             State::Done { request, attempt, outcome } => Finished::Fetched { request, attempt, outcome },
@@ -241,14 +236,12 @@ impl FetchStage {
         let key = (topic.to_owned(), partition);
         let was_delayed = self.delayed(&key);
         if let Some(queue) = self.queues.remove(&key) {
-            self.waiting -= queue.len();
             for waiting in queue {
                 if let State::Fetching { task, .. } = waiting.state {
                     task.abort();
                 }
             }
         }
-        crate::metrics::FETCH_PENDING.set(self.waiting as i64);
         was_delayed
     }
 

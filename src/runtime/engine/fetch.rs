@@ -4,8 +4,8 @@
 
 use rdkafka::message::BorrowedMessage;
 
-use super::{Engine, Interrupt};
-use crate::processor::{Record, TaskStores};
+use super::{Engine, Interrupt, task_stores};
+use crate::processor::Record;
 use crate::runtime::fetching::{Finished, record_of};
 
 impl Engine {
@@ -32,20 +32,13 @@ impl Engine {
             let outputs = match finished {
                 Finished::Outputs(outputs) => Ok(outputs),
                 Finished::Fetched { request, attempt, outcome } => {
-                    let now_ms = chrono::Utc::now().timestamp_millis();
-                    match self.tasks.get_mut(&record.partition) {
-                        Some(task) => {
-                            self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, task.stores())
-                        }
-                        None => {
-                            let stores = TaskStores { dedup: None, baseline: None };
-                            self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, stores)
-                        }
-                    }
+                    // Fetch-stage topics are task topics: partition p meets task p's stores.
+                    let stores = task_stores(&mut self.tasks, record.partition, true);
+                    self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, stores)
                 }
             };
             match outputs {
-                Ok(outputs) => self.write(&record, outputs)?,
+                Ok(outputs) => self.write(&record, outputs, true)?,
                 Err(infra) => {
                     // This record and the ones queued behind it will be consumed again.
                     let at = (record.topic.to_owned(), record.partition, record.offset);
