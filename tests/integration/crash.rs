@@ -108,15 +108,7 @@ fn count_records(topic: &str, timeout: Duration, minimum: usize) -> Vec<(String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    let topology = TestTopology::create_with(4, |text| {
-        text.replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
-            .replace(
-                "# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n",
-                "",
-            )
-            .replace("[[stores]]\nname = \"dedup\"\n", "")
-    })
-    .await;
+    let topology = TestTopology::create_with(4, helpers::without_dedup_store).await;
     assert!(topology.topology.dedup.is_none(), "the crash test runs without the dedup store");
     let raw = topology.topic("raw-webhooks");
 

@@ -23,15 +23,7 @@ const USERS: usize = 20;
 /// `latency`, every 50th record failing a whole pass) and their notifications on `raw-webhooks`.
 /// Returns the expected event ids.
 async fn scenario(tag: &str, latency: Duration) -> (Setup, Vec<String>) {
-    let setup = Setup::with_topology(|text| {
-        text.replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
-            .replace(
-                "# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n",
-                "",
-            )
-            .replace("[[stores]]\nname = \"dedup\"\n", "")
-    })
-    .await;
+    let setup = Setup::with_topology(helpers::without_dedup_store).await;
     assert!(setup.topology.topology.dedup.is_none(), "runs without the dedup store");
 
     let users: Vec<String> = (0..USERS).map(|_| helpers::unique(&format!("oura-{tag}"))).collect();

@@ -71,6 +71,17 @@ pub fn require_stack() {
     }
 }
 
+/// The topology text without the de-duplication processor and its store: for the exactly-once
+/// tests, where a duplicate must not be hidden by the store, only prevented by the transactions.
+pub fn without_dedup_store(text: String) -> String {
+    text.replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
+        .replace(
+            "# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n",
+            "",
+        )
+        .replace("[[stores]]\nname = \"dedup\"\n", "")
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }

@@ -425,19 +425,18 @@ fn the_last_allowed_pass_still_goes_to_the_retry_topic() {
     assert_eq!(header(out, headers::FETCH_ATTEMPT), Some(MAX_RETRIES.to_string()));
 }
 
+/// `outcome` of a pass over an Oura notification on the retry topic that already failed
+/// `MAX_RETRIES` passes.
+fn after_the_last_pass(outcome: FetchOutcome) -> Vec<Output> {
+    let headers = retry_headers("oura", MAX_RETRIES, NOW_MS - 1);
+    let body = fixture("oura/webhook_sleep_create.json");
+    run_fetched(&record(RETRY_TOPIC, &headers, &body), &oura_request(), MAX_RETRIES, outcome, &mut Links::default(), None)
+}
+
 #[test]
 fn our_own_outage_is_retried_without_using_up_a_pass() {
     // PostgreSQL or Redis down (no token could be had): never a dead letter, however long.
-    let headers = retry_headers("oura", MAX_RETRIES, NOW_MS - 1);
-    let body = fixture("oura/webhook_sleep_create.json");
-    let outputs = run_fetched(
-        &record(RETRY_TOPIC, &headers, &body),
-        &oura_request(),
-        MAX_RETRIES,
-        retry(crate::fetch::TOKEN_UNAVAILABLE, None),
-        &mut Links::default(),
-        None,
-    );
+    let outputs = after_the_last_pass(retry(crate::fetch::TOKEN_UNAVAILABLE, None));
     assert_eq!(outputs.len(), 1);
     assert_eq!(outputs[0].topic, RETRY_TOPIC);
     assert_eq!(header(&outputs[0], headers::FETCH_ATTEMPT), Some(MAX_RETRIES.to_string()), "the count stays");
@@ -449,16 +448,8 @@ fn our_own_outage_is_retried_without_using_up_a_pass() {
 
 #[test]
 fn a_pass_failing_after_max_retries_is_a_dead_letter_without_chain_headers() {
-    let headers = retry_headers("oura", MAX_RETRIES, NOW_MS - 1);
     let body = fixture("oura/webhook_sleep_create.json");
-    let outputs = run_fetched(
-        &record(RETRY_TOPIC, &headers, &body),
-        &oura_request(),
-        MAX_RETRIES,
-        retry("http_503", None),
-        &mut Links::default(),
-        None,
-    );
+    let outputs = after_the_last_pass(retry("http_503", None));
     let out = single_dead_letter(outputs, "fetch_failed");
     for name in [headers::FETCH_ATTEMPT, headers::FETCH_NOT_BEFORE, headers::FETCH_LAST_ERROR] {
         assert_eq!(header(&out, name), None, "{name} dropped: a replay starts a fresh chain");
