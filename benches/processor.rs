@@ -326,7 +326,7 @@ fn restore_time(users: usize, partitions: usize) -> (u64, usize) {
     for user in 0..users {
         let mut state = BaselineState::default();
         for day in 0..30 {
-            state.add(20_000 + day, 40.0 + (day % 7) as f64, &params);
+            state.add(20_000 + day, day as u64, 40.0 + (day % 7) as f64, &params);
         }
         let key = format!("user-{user}|hrv_rmssd_ms|TERRA|GARMIN|NIGHTLY_MEAN");
         let value = serde_json::to_vec(&state).unwrap();

@@ -78,6 +78,22 @@ pub static CIRCUIT_STATE: LazyLock<IntGauge> =
 pub static DEDUP_HITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_dedup_hits_total", "Re-deliveries answered from the Redis de-duplication fast path.", &["vendor"])
 });
+pub static OPEN_CONNECTIONS: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("biometric_bridge_http_connections_open", "HTTP connections the ingress holds open."));
+pub static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_http_connections_closed_total",
+        "HTTP connections the ingress closed itself, by reason (idle_timeout, header_timeout, over_limit).",
+        &["reason"],
+    )
+});
+pub static DEDUP_CLAIM_WAITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_dedup_claim_waits_total",
+        "Copies of a delivery that waited for another copy's write, by how the wait ended (delivered_meanwhile, claimed_after_release, gave_up).",
+        &["outcome"],
+    )
+});
 pub static REDIS_ERRORS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_redis_errors_total", "Redis calls that failed (the ingress keeps accepting)."));
 
@@ -117,6 +133,13 @@ pub static END_TO_END_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
 });
 pub static INFRA_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_infra_retries_total", "Pauses caused by an unavailable dependency, by dependency.", &["dependency"])
+});
+pub static IMPLAUSIBLE_VALUES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_implausible_values_total",
+        "Measurements removed from events as implausible or unrepresentable, by field and reason.",
+        &["field", "reason"],
+    )
 });
 pub static DUPLICATES_DROPPED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_duplicates_dropped_total", "Events dropped by the de-duplication store (already emitted)."));

@@ -37,6 +37,13 @@ pub fn new_trace_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Whether `value` is a trace id as we write them: 32 lower-case hex characters. Headers read
+/// back from Kafka are checked with it, since a record published by someone else (Terra's own
+/// destination) may carry anything under that name.
+pub fn is_trace_id(value: &str) -> bool {
+    value.len() == 32 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The trace id inside a W3C `traceparent` header (`00-<32 hex trace id>-<16 hex span id>-<flags>`),
 /// if the header is well-formed and the id is not all zeros.
 pub fn trace_id_from_traceparent(traceparent: &str) -> Option<&str> {

@@ -64,6 +64,10 @@ pub enum TokenError {
     /// Redis, PostgreSQL or the token endpoint is unavailable: retry later.
     #[error("no usable token for now: {0}")]
     Unavailable(String),
+    /// PostgreSQL refused the lookup because of the values asked for (a vendor user id it cannot
+    /// hold, `db::is_record_fault`): retrying cannot help, the notification is dead-lettered.
+    #[error("the connection lookup was refused: {0}")]
+    Rejected(String),
 }
 
 /// Hands out access tokens, refreshing them under the locks described above. Cheap to clone;
@@ -161,6 +165,7 @@ impl AccessTokens {
         let connection = match self.inner.store.get(vendor, vendor_user_id).await {
             Ok(Some(connection)) => connection,
             Ok(None) => return Err(TokenError::NoConnection),
+            Err(StoreError::Database(error)) if crate::db::is_record_fault(&error) => return Err(TokenError::Rejected(error.to_string())),
             Err(error @ StoreError::Database(_)) => return Err(TokenError::Unavailable(error.to_string())),
             Err(error) => {
                 // A wrong TOKEN_ENCRYPTION_KEY: an operator must act; retrying cannot help.

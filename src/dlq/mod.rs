@@ -121,6 +121,24 @@ struct ReplayOptions {
     force: bool,
 }
 
+/// `letter` with its payload: a letter too large for the DLQ was written without it
+/// (`payload-omitted`), and the bytes are read back from the source record it names.
+async fn with_omitted_payload(source: &DlqSource, letter: &DeadLetter) -> anyhow::Result<DeadLetter> {
+    if letter.header(crate::kafka::headers::PAYLOAD_OMITTED).is_none() {
+        return Ok(letter.clone());
+    }
+    let header = |name| letter.header(name).map(str::to_owned).ok_or_else(|| anyhow::anyhow!("{}: no {name} header", letter.position()));
+    let topic = header(crate::kafka::headers::SOURCE_TOPIC)?;
+    let partition: i32 = header(crate::kafka::headers::SOURCE_PARTITION)?.parse()?;
+    let offset: i64 = header(crate::kafka::headers::SOURCE_OFFSET)?.parse()?;
+    let kafka = source.kafka.clone();
+    let original = tokio::task::spawn_blocking(move || read::read_one(&kafka, &topic, partition, offset)).await??;
+    let mut complete = letter.clone();
+    complete.payload = original.payload;
+    complete.headers.retain(|(key, _)| key != crate::kafka::headers::PAYLOAD_OMITTED);
+    Ok(complete)
+}
+
 async fn replay(source: &DlqSource, selection: &Selection, options: &ReplayOptions, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let (dlq_topic, letters) = select(source, selection, shutdown).await?;
     let to = options.to.as_deref();
@@ -148,6 +166,7 @@ async fn replay(source: &DlqSource, selection: &Selection, options: &ReplayOptio
         match &producer {
             None => println!("would   {} -> {target}", letter.position()),
             Some(producer) => {
+                let letter = &with_omitted_payload(source, letter).await?;
                 replay::send(producer, target, letter, &marker).await?;
                 println!("replay  {} -> {target}", letter.position());
             }

@@ -159,6 +159,20 @@ pub struct Trigger {
     pub z_score: Option<f64>,
 }
 
+/// Why a value the vendor sent is not in the event: it was out of its plausible range, not a
+/// finite number, or not representable as the field's integer. The value is kept as text
+/// (`"1e+30"`, `"inf"`) because it may be exactly what cannot be stored in the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityNote {
+    /// The event field the value was meant for (`hrv_rmssd_ms`, `steps`, ...).
+    pub field: String,
+    pub value: String,
+    /// `out_of_range`, `not_finite` or `not_an_integer`.
+    pub reason: String,
+    /// The plausible range, as `[min, max]` with its unit, when the reason is a range.
+    pub expected: Option<String>,
+}
+
 /// Where an event came from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Lineage {
@@ -218,4 +232,59 @@ pub struct BiometricEvent {
     pub trace_id: Option<String>,
     /// For DELETED events: the id of the event the deleted record had produced, when known.
     pub retracts_event_id: Option<String>,
+    /// Values the vendor sent that were removed from this event, and why.
+    pub data_quality: Vec<QualityNote>,
+}
+
+/// A number as a note shows it: plainly while short, in exponent form when huge (`1e30`).
+pub fn number_text(value: f64) -> String {
+    if value.is_finite() && value.abs() >= 1e15 { format!("{value:e}") } else { value.to_string() }
+}
+
+/// Largest magnitude an `f64` holds exactly as an integer (2^53): beyond it a count or duration
+/// is no longer a count (and `as i64` would saturate silently at 2^63).
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+impl BiometricEvent {
+    /// `value` rounded to a whole number for integer field `field`, or `None` with a
+    /// data-quality note when it cannot be one (not finite, or beyond 2^53): never a saturated or
+    /// wrapped value. Vendors send counts and durations as JSON numbers, i.e. floats.
+    pub fn integer(&mut self, field: &str, value: Option<f64>) -> Option<i64> {
+        let value = value?;
+        let reason = if !value.is_finite() {
+            "not_finite"
+        } else if value.abs() > MAX_EXACT_INTEGER {
+            "not_an_integer"
+        } else {
+            return Some(value.round() as i64);
+        };
+        self.note(field, number_text(value), reason, None);
+        None
+    }
+
+    /// Records that a value for `field` was left out of the event.
+    pub fn note(&mut self, field: &str, value: String, reason: &str, expected: Option<String>) {
+        self.data_quality.push(QualityNote { field: field.to_owned(), value, reason: reason.to_owned(), expected });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::vendors::{base_event, test_support::raw_input};
+
+    use super::*;
+
+    #[test]
+    fn integers_round_and_never_saturate() {
+        let mut event = base_event(&raw_input(Vendor::Terra, b"{}"), EventKind::Sleep, "k", "u", 0);
+        assert_eq!(event.integer("sleep_total_seconds", Some(7.12 * 3600.0)), Some(25_632));
+        assert_eq!(event.integer("sleep_total_seconds", Some(12_986_530.0 / 1000.0)), Some(12_987));
+        assert_eq!(event.integer("steps", None), None);
+        assert!(event.data_quality.is_empty());
+        assert_eq!(event.integer("steps", Some(1e30)), None);
+        assert_eq!(event.integer("steps", Some(f64::INFINITY)), None);
+        let reasons: Vec<(&str, &str, &str)> =
+            event.data_quality.iter().map(|n| (n.field.as_str(), n.value.as_str(), n.reason.as_str())).collect();
+        assert_eq!(reasons, [("steps", "1e30", "not_an_integer"), ("steps", "inf", "not_finite")]);
+    }
 }

@@ -274,5 +274,6 @@ fn token_outcome(error: TokenError) -> FetchOutcome {
         TokenError::Inactive(_) => FetchOutcome::NoConnection { reason: "connection_revoked".to_owned() },
         TokenError::NeedsReauth(_) => FetchOutcome::NeedsReauth { reason: "refresh_refused".to_owned() },
         TokenError::Unavailable(_) => FetchOutcome::Retry { reason: TOKEN_UNAVAILABLE.to_owned(), retry_after: None },
+        TokenError::Rejected(_) => FetchOutcome::Rejected { reason: "database_rejected".to_owned() },
     }
 }

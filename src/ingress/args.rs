@@ -14,9 +14,15 @@ pub struct IngressArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Topic raw webhooks are written to.
-    #[arg(long, env = "RAW_WEBHOOKS_TOPIC", default_value = "raw-webhooks")]
-    pub raw_topic: String,
+    /// Topic raw webhooks are written to. Default: the topology's ingress source (`raw-webhooks`,
+    /// with `-<TOPOLOGY_NAMESPACE>` when a namespace is set), so the ingress and the processor
+    /// agree on it.
+    #[arg(long, env = "RAW_WEBHOOKS_TOPIC")]
+    pub raw_topic: Option<String>,
+
+    /// The topology whose ingress source is the raw topic (`--topology`, `--namespace`).
+    #[command(flatten)]
+    pub topology: crate::topology::TopologyArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -70,6 +76,12 @@ pub struct IngressArgs {
     #[arg(long, env = "MAX_CONCURRENT_WEBHOOKS", default_value_t = 100)]
     pub max_concurrent_webhooks: usize,
 
+    /// In-flight webhooks one client address may hold at once (default: half of
+    /// MAX_CONCURRENT_WEBHOOKS), so one slow or hostile client cannot take every slot. 0: no
+    /// limit (behind a load balancer, where every request has the balancer's address).
+    #[arg(long, env = "MAX_IN_FLIGHT_PER_CLIENT")]
+    pub max_in_flight_per_client: Option<usize>,
+
     /// Largest accepted body, bytes (larger: 413). The producer's `message.max.bytes` follows it
     /// (plus 512 KiB for key and headers); the raw topic's `max.message.bytes` must be at least
     /// `producer::required_topic_max_message_bytes` of it (6 MiB for the default).
@@ -81,6 +93,34 @@ pub struct IngressArgs {
     /// anyway.
     #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_read_timeout_ms: u64,
+
+    /// Slowest average body rate accepted after the first second, bytes per second (slower:
+    /// 408 `body_too_slow`). A trickling body holds an in-flight slot; with this, holding all
+    /// 100 slots costs a client 100 x this rate of real bandwidth instead of a byte a second.
+    /// 0 turns the check off.
+    #[arg(long, env = "MIN_BODY_BYTES_PER_SEC", default_value_t = 16_384)]
+    pub min_body_bytes_per_sec: u64,
+
+    /// Open HTTP connections at most; beyond, a connection is answered 503
+    /// `too_many_connections` and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// How long a request's headers may take, from its first byte, milliseconds (slowloris
+    /// connections are closed after it).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// How long a connection may wait for its next request (a new one: for its first byte)
+    /// before it is closed, milliseconds. Behind a load balancer, set it above the balancer's own
+    /// idle timeout, so the ingress never closes a connection the balancer is about to reuse.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Largest request head (request line and headers), bytes; larger: 431. Vendors send a few
+    /// hundred bytes of headers.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16_384)]
+    pub max_header_bytes: usize,
 
     /// How long a known Apple Health token is trusted without asking PostgreSQL, seconds: the
     /// longest a revoked token keeps working.

@@ -99,6 +99,26 @@ impl Authenticator {
     /// Checks a signed vendor's request over the raw body. Apple Health is authenticated by
     /// bearer token elsewhere.
     pub fn verify(&self, vendor: Vendor, headers: &HeaderMap, body: &[u8]) -> Result<(), IngressError> {
+        self.check(vendor, |ctx| match vendor {
+            Vendor::Terra => terra::verify_signature(headers, body, ctx),
+            Vendor::Oura => oura::verify_signature(headers, body, ctx),
+            Vendor::Whoop => whoop::verify_signature(headers, body, ctx),
+            Vendor::AppleHealth => Ok(()),
+        })
+    }
+
+    /// The checks of [`Authenticator::verify`] that need no body (signature headers present,
+    /// well-formed, fresh): a request failing them is refused before its body is read.
+    pub fn check_headers(&self, vendor: Vendor, headers: &HeaderMap) -> Result<(), IngressError> {
+        self.check(vendor, |ctx| match vendor {
+            Vendor::Terra => terra::check_headers(headers, ctx),
+            Vendor::Oura => oura::check_headers(headers, ctx),
+            Vendor::Whoop => whoop::check_headers(headers, ctx),
+            Vendor::AppleHealth => Ok(()),
+        })
+    }
+
+    fn check(&self, vendor: Vendor, check: impl FnOnce(&VerifyContext<'_>) -> Result<(), SignatureError>) -> Result<(), IngressError> {
         let Some(secret) = self.secret(vendor) else {
             return if self.insecure { Ok(()) } else { Err(IngressError::VendorDisabled(vendor.slug())) };
         };
@@ -107,13 +127,7 @@ impl Authenticator {
             now_unix_secs: chrono::Utc::now().timestamp(),
             tolerance_secs: self.tolerance_secs,
         };
-        let result: Result<(), SignatureError> = match vendor {
-            Vendor::Terra => terra::verify_signature(headers, body, &ctx),
-            Vendor::Oura => oura::verify_signature(headers, body, &ctx),
-            Vendor::Whoop => whoop::verify_signature(headers, body, &ctx),
-            Vendor::AppleHealth => Ok(()),
-        };
-        result.map_err(IngressError::from)
+        check(&ctx).map_err(IngressError::from)
     }
 
     /// Oura's subscription handshake: the `verification_token` query parameter must match.

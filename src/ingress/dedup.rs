@@ -1,10 +1,23 @@
 //! The ingress's de-duplication fast path in Redis.
 //!
-//! Vendors retry and re-send. After a webhook is durably in Kafka, `SET <vendor>:<delivery id>
-//! 1 NX EX <ttl>` marks it; a re-delivery finds the mark and gets 200 without a second write. The
-//! mark is set only after the write succeeded, so a failed write stays retryable. Redis is an
-//! optimisation, not a dependency: when it is down or slow, the ingress keeps accepting (a warning
-//! and a metric) and the processor's de-duplication store removes the copies downstream.
+//! Vendors retry and re-send. A delivery is known by its vendor, **the user it belongs to** (the
+//! Apple Health token's user, else the user the payload names) and its delivery id: two users
+//! uploading byte-identical batches (whose delivery id is the body's hash) are two deliveries,
+//! never a duplicate of each other.
+//!
+//! Each delivery is **claimed** before it is written: `SET <key> pending:<nonce> NX PX <ttl>`.
+//! - The claimer writes to Kafka, then marks the key delivered (`SET <key> 1 EX <ttl>`); a failed
+//!   write releases the claim (deleted only if still its own), so the vendor's retry can claim it.
+//! - A copy arriving while the delivery is claimed (the vendor retried before our answer reached
+//!   it, or sent two copies at once) waits for the claimer's outcome: delivered -> 200 duplicate
+//!   without a second write; released -> it claims and writes itself. The wait is bounded by the
+//!   produce timeout; if the claimer still has not finished, the copy is written anyway (the
+//!   processor de-duplicates it).
+//! - A claim left by a crashed ingress expires after its TTL (the produce timeout plus margin).
+//!
+//! Redis is an optimisation, not a dependency: when it is down or slow, the ingress keeps
+//! accepting (a warning and a metric) and the processor's de-duplication store removes the
+//! copies downstream.
 //!
 //! Latency while Redis is down is bounded: a request never waits for a connection attempt (those
 //! run in the background, at most every [`RECONNECT_EVERY`]), each call has a [`CALL_TIMEOUT`],
@@ -23,6 +36,32 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(100);
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 /// How long to leave Redis alone after a failed call.
 const SKIP_AFTER_ERROR: Duration = Duration::from_secs(1);
+/// How often a copy waiting for another copy's write looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(20);
+/// How long a claim outlives the write it guards (its TTL is the produce timeout plus this), so
+/// a crashed ingress's claim expires soon after its write would have.
+const CLAIM_MARGIN: Duration = Duration::from_secs(2);
+
+/// Deletes a claim only while the key still holds it.
+const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// What [`Dedup::claim`] found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Ours to write; mark it delivered or release it afterwards.
+    Claimed(ClaimToken),
+    /// Already written: answer 200 duplicate.
+    Delivered,
+    /// Redis cannot tell (down, slow, or another copy's write outlasted the wait): write it.
+    Unavailable,
+}
+
+/// A claim on one delivery.
+#[derive(Debug)]
+pub struct ClaimToken {
+    key: String,
+    token: String,
+}
 
 pub struct Dedup {
     client: redis::Client,
@@ -70,8 +109,12 @@ impl Dedup {
         }
     }
 
-    fn key(&self, vendor: &str, delivery_id: &str) -> String {
-        format!("biometric-bridge:delivered:{}:{vendor}:{delivery_id}", self.topic)
+    /// `biometric-bridge:delivered:<topic>:<vendor>:<user length>:<user>:<delivery id>`. The
+    /// user's length makes the key unambiguous whatever the ids contain (`a:b` + `c` vs `a` +
+    /// `b:c`); a delivery naming no user has the empty user.
+    fn key(&self, vendor: &str, user: Option<&str>, delivery_id: &str) -> String {
+        let user = user.unwrap_or_default();
+        format!("biometric-bridge:delivered:{}:{vendor}:{}:{user}:{delivery_id}", self.topic, user.len())
     }
 
     /// The connection, or None (and a background connect, if one is due) while there is none.
@@ -102,37 +145,90 @@ impl Dedup {
         None
     }
 
-    /// Whether this delivery was already written. Errors count as "not seen": accepting a
-    /// duplicate is safe, refusing new data is not.
-    pub async fn seen(&self, vendor: &str, delivery_id: &str) -> bool {
-        let Some(mut connection) = self.connection() else { return false };
-        let mut command = redis::cmd("EXISTS");
-        command.arg(self.key(vendor, delivery_id));
-        match tokio::time::timeout(CALL_TIMEOUT, command.query_async::<i64>(&mut connection)).await {
-            Ok(Ok(count)) => {
-                self.succeeded();
-                count > 0
+    /// Claims the delivery for writing, or learns it was already written. Waits at most
+    /// `wait` for another copy's write in progress (see the module docs).
+    pub async fn claim(&self, vendor: &str, user: Option<&str>, delivery_id: &str, wait: Duration) -> Claim {
+        let key = self.key(vendor, user, delivery_id);
+        let token = format!("pending:{}", uuid::Uuid::new_v4().simple());
+        let deadline = Instant::now() + wait;
+        let mut waited = false;
+        loop {
+            let Some(mut connection) = self.connection() else { return Claim::Unavailable };
+            let mut set = redis::cmd("SET");
+            let ttl_ms = u64::try_from((wait + CLAIM_MARGIN).as_millis()).unwrap_or(u64::MAX);
+            set.arg(&key).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
+            match tokio::time::timeout(CALL_TIMEOUT, set.query_async::<Option<String>>(&mut connection)).await {
+                Ok(Ok(Some(_))) => {
+                    self.succeeded();
+                    if waited {
+                        crate::metrics::DEDUP_CLAIM_WAITS.with_label_values(&["claimed_after_release"]).inc();
+                    }
+                    return Claim::Claimed(ClaimToken { key, token });
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    self.failed(&error.to_string());
+                    return Claim::Unavailable;
+                }
+                Err(_) => {
+                    self.failed("SET timed out");
+                    return Claim::Unavailable;
+                }
             }
-            Ok(Err(error)) => {
-                self.failed(&error.to_string());
-                false
+            // Taken: written already, or a write in progress?
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            match tokio::time::timeout(CALL_TIMEOUT, get.query_async::<Option<String>>(&mut connection)).await {
+                Ok(Ok(Some(value))) if !value.starts_with("pending:") => {
+                    if waited {
+                        crate::metrics::DEDUP_CLAIM_WAITS.with_label_values(&["delivered_meanwhile"]).inc();
+                    }
+                    return Claim::Delivered;
+                }
+                // Still pending (wait), or released just now (claim again).
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    self.failed(&error.to_string());
+                    return Claim::Unavailable;
+                }
+                Err(_) => {
+                    self.failed("GET timed out");
+                    return Claim::Unavailable;
+                }
             }
-            Err(_) => {
-                self.failed("EXISTS timed out");
-                false
+            if Instant::now() >= deadline {
+                crate::metrics::DEDUP_CLAIM_WAITS.with_label_values(&["gave_up"]).inc();
+                tracing::warn!("Another copy of this delivery is still being written; writing this one too (the processor de-duplicates).");
+                return Claim::Unavailable;
             }
+            waited = true;
+            tokio::time::sleep(CLAIM_POLL).await;
         }
     }
 
-    /// Marks a delivery as written (after the Kafka acknowledgement).
-    pub async fn mark(&self, vendor: &str, delivery_id: &str) {
+    /// Marks a claimed delivery as written (after the Kafka acknowledgement).
+    pub async fn mark_delivered(&self, claim: &ClaimToken) {
         let Some(mut connection) = self.connection() else { return };
         let mut command = redis::cmd("SET");
-        command.arg(self.key(vendor, delivery_id)).arg(1).arg("NX").arg("EX").arg(self.ttl_secs);
+        command.arg(&claim.key).arg(1).arg("EX").arg(self.ttl_secs);
         match tokio::time::timeout(CALL_TIMEOUT, command.query_async::<Option<String>>(&mut connection)).await {
             Ok(Ok(_)) => self.succeeded(),
             Ok(Err(error)) => self.failed(&error.to_string()),
             Err(_) => self.failed("SET timed out"),
+        }
+    }
+
+    /// Gives a claim back after a failed write, so a retry (or a waiting copy) can write.
+    pub async fn release(&self, claim: &ClaimToken) {
+        let Some(mut connection) = self.connection() else { return };
+        // Deletes the key only while it still holds our claim: never someone else's mark.
+        // (EVAL rather than the crate's Script helper, which would add a SHA-1 crate for EVALSHA.)
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(RELEASE_SCRIPT).arg(1).arg(&claim.key).arg(&claim.token);
+        match tokio::time::timeout(CALL_TIMEOUT, eval.query_async::<i64>(&mut connection)).await {
+            Ok(Ok(_)) => self.succeeded(),
+            Ok(Err(error)) => self.failed(&error.to_string()),
+            Err(_) => self.failed("release timed out"),
         }
     }
 

@@ -27,13 +27,16 @@ pub enum IngressError {
     /// in-flight slots for ever.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The body arrived slower than the minimum rate (`MIN_BODY_BYTES_PER_SEC`).
+    #[error("the request body arrives too slowly")]
+    BodyTooSlow,
     #[error("{0}")]
     Signature(#[from] SignatureError),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("verification token does not match")]
     VerificationFailed,
-    #[error("body is not valid JSON")]
+    #[error("body is not UTF-8 JSON nesting at most 64 levels")]
     MalformedJson,
     #[error("too many webhooks in flight; retry later")]
     Overloaded { retry_after_secs: u64 },
@@ -58,7 +61,7 @@ impl IngressError {
             IngressError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyUnreadable | IngressError::MalformedJson => StatusCode::BAD_REQUEST,
-            IngressError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            IngressError::BodyTimeout | IngressError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             IngressError::KafkaRejected => StatusCode::INTERNAL_SERVER_ERROR,
             IngressError::Signature(_) | IngressError::Unauthorized | IngressError::VerificationFailed => StatusCode::UNAUTHORIZED,
             IngressError::Overloaded { .. }
@@ -78,6 +81,7 @@ impl IngressError {
             IngressError::PayloadTooLarge { .. } => "payload_too_large",
             IngressError::BodyUnreadable => "body_unreadable",
             IngressError::BodyTimeout => "body_timeout",
+            IngressError::BodyTooSlow => "body_too_slow",
             IngressError::KafkaRejected => "kafka_rejected",
             IngressError::Signature(error) => error.code(),
             IngressError::Unauthorized => "unauthorized",

@@ -1,8 +1,10 @@
 //! The ingress: a thin HTTP service that verifies vendor webhooks and writes their raw bytes to
 //! the `raw-webhooks` topic, answering 2xx only once the broker has acknowledged the write.
 //!
-//! - `webhook.rs`: the POST pipeline (verify -> write -> answer); `record.rs`: the Kafka key and
-//!   headers of an accepted webhook;
+//! - `server.rs`: the accept loop, with a connection cap and header / idle timeouts;
+//! - `webhook.rs`: the POST pipeline (verify -> write -> answer); `body.rs`: reading a body
+//!   within its limits, and the JSON checks; `record.rs`: the Kafka key and headers of an
+//!   accepted webhook;
 //! - `auth.rs`: vendor secrets and signature dispatch; `tokens.rs`: Apple Health bearer tokens;
 //! - `producer.rs` + `circuit.rs`: durable Kafka writes behind a circuit breaker;
 //! - `dedup.rs`: the Redis re-delivery fast path;
@@ -10,11 +12,14 @@
 
 pub mod args;
 pub mod auth;
+pub(crate) mod body;
 pub mod circuit;
 pub mod dedup;
 pub mod error;
 pub mod producer;
 mod record;
+mod server;
+mod shares;
 pub mod tokens;
 mod webhook;
 
@@ -48,9 +53,11 @@ pub struct IngressState {
     pub tokens: Option<TokenCache>,
     /// Permits for in-flight webhooks (`MAX_CONCURRENT_WEBHOOKS`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
-    pub max_body_bytes: usize,
-    /// How long a body may take to arrive (`BODY_READ_TIMEOUT_MS`).
-    pub body_read_timeout: Duration,
+    /// What one client address may hold of them (`MAX_IN_FLIGHT_PER_CLIENT`).
+    pub client_shares: shares::ClientShares,
+    /// Size, time and rate limits of a body (`MAX_BODY_BYTES`, `BODY_READ_TIMEOUT_MS`,
+    /// `MIN_BODY_BYTES_PER_SEC`).
+    pub body_limits: body::BodyLimits,
     /// `GET /oauth/{vendor}/callback`: users connecting Oura / WHOOP (off per vendor when unconfigured).
     pub oauth: OAuthCallback,
 }
@@ -80,6 +87,7 @@ pub struct Ingress {
     listener: tokio::net::TcpListener,
     state: Arc<IngressState>,
     shutdown_timeout: Duration,
+    limits: server::ServerLimits,
 }
 
 impl Ingress {
@@ -108,10 +116,14 @@ impl Ingress {
         let auth = Authenticator::new(secrets, args.signature_tolerance_secs, args.insecure_skip_signatures, true);
         auth.log_startup();
 
+        let raw_topic = match &args.raw_topic {
+            Some(topic) => topic.clone(),
+            None => args.topology.load()?.ingress_topic().to_owned(),
+        };
         let producer = RawProducer::new(
             &args.kafka,
             ProducerSettings {
-                topic: args.raw_topic.clone(),
+                topic: raw_topic.clone(),
                 produce_timeout: Duration::from_millis(args.produce_timeout_ms),
                 linger_ms: args.linger_ms,
                 batch_size: args.batch_size,
@@ -125,7 +137,7 @@ impl Ingress {
             tracing::warn!("Redis de-duplication is off (--no-dedup): every re-delivery is written again.");
             None
         } else {
-            let dedup = dedup::Dedup::new(&args.redis.redis_url, &args.raw_topic, args.dedup_ttl_secs)?;
+            let dedup = dedup::Dedup::new(&args.redis.redis_url, &raw_topic, args.dedup_ttl_secs)?;
             dedup.connect(Duration::from_secs(2)).await;
             Some(dedup)
         };
@@ -135,19 +147,31 @@ impl Ingress {
             dedup,
             tokens: Some(TokenCache::new(pool, Duration::from_secs(args.token_cache_ttl_secs))),
             in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_webhooks.max(1))),
-            max_body_bytes: args.max_body_bytes,
-            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            client_shares: shares::ClientShares::new(args.max_in_flight_per_client.unwrap_or((args.max_concurrent_webhooks / 2).max(1))),
+            body_limits: body::BodyLimits {
+                max_bytes: args.max_body_bytes,
+                timeout: Duration::from_millis(args.body_read_timeout_ms),
+                min_bytes_per_sec: args.min_body_bytes_per_sec,
+            },
             oauth,
         });
         tracing::info!(
             max_body_bytes = args.max_body_bytes,
             topic_max_message_bytes_needed = producer::required_topic_max_message_bytes(args.max_body_bytes),
-            topic = %args.raw_topic,
+            topic = %raw_topic,
             "The raw topic's max.message.bytes must be at least this for the largest accepted body."
         );
-        let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {} (BRIDGE_HTTP_ADDR): {error}", args.http_addr))?;
         register_metrics(&state);
-        Ok(Ingress { listener, state, shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs) })
+        let limits = server::ServerLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            max_header_bytes: args.max_header_bytes,
+        };
+        Ok(Ingress { listener, state, shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs), limits })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -160,14 +184,8 @@ impl Ingress {
         let addr = self.local_addr();
         tracing::info!(%addr, "Ingress listening.");
         let app = router(self.state.clone());
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let drained = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(self.shutdown_timeout).await;
-        };
-        tokio::select! {
-            result = serve => result?,
-            _ = drained => tracing::warn!("In-flight requests did not finish within the shutdown timeout."),
+        if !server::serve(self.listener, app, self.limits, shutdown, self.shutdown_timeout).await {
+            tracing::warn!("In-flight requests did not finish within the shutdown timeout.");
         }
         let state = self.state.clone();
         let timeout = self.shutdown_timeout;
@@ -188,6 +206,10 @@ fn register_metrics(state: &IngressState) {
     LazyLock::force(&WEBHOOK_DURATION);
     LazyLock::force(&KAFKA_PRODUCE_DURATION);
     LazyLock::force(&REDIS_ERRORS);
+    LazyLock::force(&OPEN_CONNECTIONS);
+    for reason in ["idle_timeout", "header_timeout", "over_limit"] {
+        CONNECTIONS_CLOSED.with_label_values(&[reason]);
+    }
     for vendor in crate::event::Vendor::ALL {
         DEDUP_HITS.with_label_values(&[vendor.slug()]);
     }

@@ -174,6 +174,11 @@ impl RawProducer {
     }
 
     /// How long a refused vendor should wait before retrying.
+    /// How long a write may wait for the broker's acknowledgement.
+    pub fn produce_timeout(&self) -> Duration {
+        self.settings.produce_timeout
+    }
+
     pub fn retry_after(&self) -> Duration {
         self.settings.produce_timeout.max(Duration::from_secs(1))
     }

@@ -1,16 +1,19 @@
 //! `POST /webhooks/{vendor}`: verify, write the raw bytes to Kafka, answer.
 //!
 //! The steps run cheapest-refusal first, and nothing reaches Kafka before authentication:
-//! vendor known and enabled (404) -> a slot under the in-flight limit (503) -> JSON content type
-//! (415) -> body within the limit and the read timeout (413, 408) -> signature or bearer token
-//! (401) -> well-formed JSON (400) -> already delivered? (200, no write) -> durable write
-//! acknowledged by the broker (202, else 503 + Retry-After) -> remember the delivery id.
+//! vendor known and enabled (404) -> JSON content type (415) -> signature headers present and
+//! fresh (401, before any body byte is read) -> a slot under the in-flight limit, within the
+//! client's share of it (503) -> Apple
+//! bearer token (401) -> body within the size limit, the read timeout and the minimum rate (413,
+//! 408) -> signature over the body (401) -> UTF-8 JSON of bounded depth (400) -> claim the
+//! delivery: already delivered? (200, no write) -> durable write acknowledged by the broker (202,
+//! else 503 + Retry-After) -> mark the delivery written (or release the claim).
 //!
 //! Logs and error bodies name headers and codes, never header values, secrets or the payload;
 //! the only request-derived values on the span are the delivery and trace ids.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -20,9 +23,12 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::IngressState;
+use super::body::{check_json, read_body};
+use super::dedup::Claim;
 use super::error::IngressError;
 use super::producer::ProduceError;
 use super::record::{self, Accepted};
+use super::server::ClientAddr;
 use crate::event::Vendor;
 use crate::vendors;
 
@@ -86,52 +92,66 @@ async fn handle(
     if !state.auth.enabled(vendor) {
         return Err(IngressError::VendorDisabled(vendor.slug()));
     }
-    // Taken before the body is read: a slow upload occupies its slot while it trickles in.
-    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngressError::Overloaded { retry_after_secs: 1 })?;
-
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
-    let body = read_body(&parts.headers, body, state.max_body_bytes, state.body_read_timeout).await?;
-
-    let vendor_user_id = match vendor {
-        Vendor::AppleHealth => Some(state.bearer_user(&parts.headers).await?),
-        _ => {
-            state.auth.verify(vendor, &parts.headers, &body)?;
-            None
-        }
+    let client = parts.extensions.get::<ClientAddr>().copied();
+    // Refused before the body is read and before a slot is taken: an unsigned or replayed
+    // request costs nothing but its headers.
+    if vendor != Vendor::AppleHealth {
+        state.auth.check_headers(vendor, &parts.headers)?;
+    }
+    // Taken before the body is read: a slow upload occupies its slot while it trickles in (the
+    // minimum body rate bounds how long).
+    let _share = match client {
+        Some(ClientAddr(address)) => state.client_shares.take(address).ok_or(IngressError::Overloaded { retry_after_secs: 1 })?,
+        None => None,
     };
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngressError::Overloaded { retry_after_secs: 1 })?;
+    let token_user = match vendor {
+        Vendor::AppleHealth => Some(state.bearer_user(&parts.headers).await?),
+        _ => None,
+    };
+    let body = read_body(&parts.headers, body, state.body_limits).await?;
+    if vendor != Vendor::AppleHealth {
+        state.auth.verify(vendor, &parts.headers, &body)?;
+    }
     // Authenticated from here on. Only now is the body parsed, and only to check it is JSON.
-    serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|_| IngressError::MalformedJson)?;
+    check_json(&body)?;
 
     let delivery_id = record::delivery_id(vendor, &parts.headers, &body);
     tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    let vendor_user_id = token_user.or_else(|| vendors::vendor_user_id(vendor, &body));
 
-    if let Some(dedup) = &state.dedup
-        && dedup.seen(vendor.slug(), &delivery_id).await
-    {
-        crate::metrics::DEDUP_HITS.with_label_values(&[vendor.slug()]).inc();
-        tracing::debug!("Re-delivery of an already written webhook; not written again.");
-        return Ok(accepted_response(StatusCode::OK, "duplicate", &delivery_id, &trace_id));
-    }
-
-    let accepted = Accepted {
-        vendor,
-        delivery_id,
-        trace_id,
-        vendor_user_id: vendor_user_id.or_else(|| vendors::vendor_user_id(vendor, &body)),
-        received_at_ms,
+    // The delivery is the vendor's, the user's and the id's together: two users' identical
+    // uploads are two deliveries.
+    let claim = match &state.dedup {
+        Some(dedup) => match dedup.claim(vendor.slug(), vendor_user_id.as_deref(), &delivery_id, state.producer.produce_timeout()).await {
+            Claim::Delivered => {
+                crate::metrics::DEDUP_HITS.with_label_values(&[vendor.slug()]).inc();
+                tracing::debug!("Re-delivery of an already written webhook; not written again.");
+                return Ok(accepted_response(StatusCode::OK, "duplicate", &delivery_id, &trace_id));
+            }
+            Claim::Claimed(claim) => Some((dedup, claim)),
+            Claim::Unavailable => None,
+        },
+        None => None,
     };
-    state.producer.send(&accepted.key(), &body, accepted.headers(&parts.headers)).await.map_err(|error| match error {
+
+    let accepted = Accepted { vendor, delivery_id, trace_id, vendor_user_id, received_at_ms };
+    let written = state.producer.send(&accepted.key(), &body, accepted.headers(&parts.headers)).await.map_err(|error| match error {
         ProduceError::CircuitOpen { retry_after } => IngressError::CircuitOpen { retry_after_secs: retry_after.as_secs().max(1) },
         ProduceError::Rejected(_) => IngressError::KafkaRejected,
         ProduceError::Unavailable(_) | ProduceError::Timeout => {
             IngressError::KafkaUnavailable { retry_after_secs: state.producer.retry_after().as_secs() }
         }
-    })?;
-
-    if let Some(dedup) = &state.dedup {
-        dedup.mark(vendor.slug(), &accepted.delivery_id).await;
+    });
+    if let Some((dedup, claim)) = &claim {
+        match &written {
+            Ok(()) => dedup.mark_delivered(claim).await,
+            Err(_) => dedup.release(claim).await,
+        }
     }
+    written?;
     tracing::debug!(bytes = body.len(), "Webhook written to Kafka.");
     Ok(accepted_response(StatusCode::ACCEPTED, "accepted", &accepted.delivery_id, &accepted.trace_id))
 }
@@ -148,19 +168,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngressError> {
     if media_type.eq_ignore_ascii_case("application/json") { Ok(()) } else { Err(IngressError::UnsupportedMediaType) }
 }
 
-/// Reads the body within `timeout`, refusing early on a declared length over the limit.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize, timeout: Duration) -> Result<bytes::Bytes, IngressError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(IngressError::PayloadTooLarge { limit });
-    }
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| IngressError::BodyTimeout)?;
-    read.map_err(|error| {
-        let too_large = std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large { IngressError::PayloadTooLarge { limit } } else { IngressError::BodyUnreadable }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,12 +180,5 @@ mod tests {
         assert!(check_content_type(&headers).is_ok());
         headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert!(check_content_type(&headers).is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_trickling_body_times_out() {
-        let body = Body::from_stream(futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>());
-        let result = read_body(&HeaderMap::new(), body, 1024, Duration::from_secs(1)).await;
-        assert!(matches!(result, Err(IngressError::BodyTimeout)));
     }
 }

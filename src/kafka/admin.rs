@@ -131,3 +131,20 @@ async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec
     }
     Ok(drift)
 }
+
+/// The value of topic config `key` for each of `topics` that exists and sets it (the broker's
+/// effective value, defaults included). Missing topics are left out.
+pub async fn topic_config(kafka: &KafkaArgs, topics: &[&str], key: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let admin = admin_client(kafka)?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|topic| ResourceSpecifier::Topic(topic)).collect();
+    let mut found = BTreeMap::new();
+    for (topic, described) in topics.iter().zip(admin.describe_configs(resources.iter(), &options).await?) {
+        if let Ok(resource) = described
+            && let Some(value) = resource.entries.into_iter().find(|entry| entry.name == key).and_then(|entry| entry.value)
+        {
+            found.insert((*topic).to_owned(), value);
+        }
+    }
+    Ok(found)
+}

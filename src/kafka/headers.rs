@@ -33,6 +33,9 @@ pub const ERROR_MESSAGE: &str = "error-message";
 pub const SOURCE_TOPIC: &str = "source-topic";
 pub const SOURCE_PARTITION: &str = "source-partition";
 pub const SOURCE_OFFSET: &str = "source-offset";
+/// On a dead letter too large for the DLQ topic: the payload's length. The letter carries no
+/// payload; the source record (`source-topic` / `source-partition` / `source-offset`) has it.
+pub const PAYLOAD_OMITTED: &str = "payload-omitted";
 /// On a replayed record: `<dlq topic>/<partition>/<offset>` it was replayed from.
 pub const REPLAYED_FROM: &str = "replayed-from";
 

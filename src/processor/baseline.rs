@@ -11,15 +11,22 @@
 //!
 //! It judges only with enough data: at least `min_recent_readings` days with readings in the
 //! recent window and `min_history_days` days with readings in the baseline window. State stays
-//! small — one (sum, count) per day for at most `baseline_days + recent_days` days per
+//! small — the contributions of at most `baseline_days + recent_days` days per
 //! (user, metric, source) — and a late or out-of-order reading updates its own day.
+//!
+//! **A day's value is the mean of its records, each counted once.** Contributions are kept per
+//! record (a 64-bit id derived from the event id), so a corrected record (same event id, new
+//! value: Terra re-sends, Oura `update`) *replaces* its contribution instead of being averaged
+//! with the old one, a version that lost its value (now implausible, or absent) withdraws it, and
+//! a DELETED event removes the deleted record's contribution. The baseline's later verdicts then
+//! follow the corrected data.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::KeyValueStore;
-use crate::event::{BiometricEvent, Severity, Trigger};
+use super::store::{KeyValueStore, key_part};
+use crate::event::{BiometricEvent, EventKind, Severity, Trigger};
 use crate::topology::BaselineParams;
 
 pub const HRV_BELOW_BASELINE: &str = "HRV_BELOW_BASELINE";
@@ -28,11 +35,43 @@ pub const HRV_BELOW_BASELINE: &str = "HRV_BELOW_BASELINE";
 /// tiny dip into a trigger.
 const MIN_SD: f64 = 0.01;
 
-/// Daily aggregates of ln(HRV) for one (user, metric, source).
+/// The HRV metrics baselines track.
+const METRICS: [&str; 2] = ["hrv_rmssd_ms", "hrv_sdnn_ms"];
+
+/// Daily ln(HRV) contributions for one (user, metric, source).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BaselineState {
-    /// Day number (days since 1970-01-01) -> (sum of ln values, count).
-    pub days: BTreeMap<i32, (f64, u32)>,
+    /// Day number (days since 1970-01-01) -> that day's records.
+    pub days: BTreeMap<i32, Day>,
+}
+
+/// The records of one day: (record id, ln value) each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "DayRepr")]
+pub struct Day(pub Vec<(u64, f64)>);
+
+/// What a stored day may look like: the contributions, or (state written before contributions
+/// were kept per record) a `[sum of ln, count]` pair, read as one contribution of the day's mean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DayRepr {
+    Contributions(Vec<(u64, f64)>),
+    Aggregate(f64, u32),
+}
+
+impl From<DayRepr> for Day {
+    fn from(repr: DayRepr) -> Day {
+        match repr {
+            DayRepr::Contributions(contributions) => Day(contributions),
+            DayRepr::Aggregate(sum, count) => Day(vec![(0, sum / f64::from(count.max(1)))]),
+        }
+    }
+}
+
+impl Day {
+    fn mean(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.iter().map(|(_, ln)| ln).sum::<f64>() / self.0.len() as f64)
+    }
 }
 
 /// The outcome of judging one day.
@@ -46,18 +85,35 @@ pub struct Judgement {
 }
 
 impl BaselineState {
-    /// Adds one reading (ms) on `day` and forgets days too old to matter for the newest day.
-    pub fn add(&mut self, day: i32, value_ms: f64, params: &BaselineParams) {
-        let entry = self.days.entry(day).or_insert((0.0, 0));
-        entry.0 += value_ms.ln();
-        entry.1 += 1;
+    /// Sets record `id`'s reading (ms) on `day`, replacing any earlier contribution of that record
+    /// (on any day), and forgets days too old to matter for the newest day.
+    pub fn add(&mut self, day: i32, id: u64, value_ms: f64, params: &BaselineParams) {
+        self.remove(id);
+        self.days.entry(day).or_default().0.push((id, value_ms.ln()));
         let newest = *self.days.keys().next_back().expect("just inserted");
         let keep_from = newest - (params.baseline_days + params.recent_days) as i32 + 1;
         self.days = self.days.split_off(&keep_from);
     }
 
+    /// Takes record `id`'s contribution out; whether it had one.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let mut removed = false;
+        self.days.retain(|_, day| {
+            let before = day.0.len();
+            day.0.retain(|(record, _)| *record != id);
+            removed |= day.0.len() != before;
+            !day.0.is_empty()
+        });
+        removed
+    }
+
+    /// The day's value: the mean ln of its records.
+    pub fn day_value(&self, day: i32) -> Option<f64> {
+        self.days.get(&day).and_then(Day::mean)
+    }
+
     fn daily_means(&self, from: i32, to_inclusive: i32) -> Vec<f64> {
-        self.days.range(from..=to_inclusive).map(|(_, (sum, count))| sum / f64::from(*count)).collect()
+        self.days.range(from..=to_inclusive).filter_map(|(_, day)| day.mean()).collect()
     }
 
     /// Judges the recent window ending at `day`; `None` while there is not enough data.
@@ -85,11 +141,19 @@ fn sample_sd(values: &[f64], mean: f64) -> f64 {
     (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
 }
 
-/// The HRV values of an event that baselines track, with the metric name of each.
-fn hrv_values(event: &BiometricEvent) -> impl Iterator<Item = (&'static str, f64)> {
-    [("hrv_rmssd_ms", event.hrv_rmssd_ms), ("hrv_sdnn_ms", event.hrv_sdnn_ms)]
-        .into_iter()
-        .filter_map(|(metric, value)| value.filter(|v| v.is_finite() && *v > 0.0).map(|v| (metric, v)))
+/// The value of HRV metric `metric` of an event, if it carries a usable one. Plausibility
+/// screening has already removed implausible values; this only refuses what `ln` cannot take.
+fn hrv_value(event: &BiometricEvent, metric: &str) -> Option<f64> {
+    let value = match metric {
+        "hrv_rmssd_ms" => event.hrv_rmssd_ms,
+        _ => event.hrv_sdnn_ms,
+    };
+    value.filter(|v| v.is_finite() && *v > 0.0)
+}
+
+/// The prefix every baseline key of `user_id` starts with.
+pub fn user_prefix(user_id: &str) -> String {
+    format!("{}|", key_part(user_id))
 }
 
 /// Store key: one baseline per user, metric and source (vendor, device and HRV window: a nightly
@@ -101,7 +165,24 @@ pub fn key(event: &BiometricEvent, metric: &str) -> String {
         crate::event::HrvWindow::SessionMean => "SESSION_MEAN",
         crate::event::HrvWindow::Spot => "SPOT",
     });
-    format!("{}|{}|{}|{}|{}", event.user_id, metric, event.vendor.symbol(), event.source_device.as_deref().unwrap_or("-"), window)
+    let device = key_part(event.source_device.as_deref().unwrap_or("-"));
+    format!("{}{metric}|{}|{device}|{window}", user_prefix(&event.user_id), event.vendor.symbol())
+}
+
+/// The 64-bit id of a record's contribution: from its event id (a UUID, whose bits are already a
+/// hash), stable across processes and releases.
+pub fn contribution_id(event_id: &str) -> u64 {
+    match uuid::Uuid::parse_str(event_id) {
+        Ok(uuid) => {
+            let (high, low) = uuid.as_u64_pair();
+            high ^ low
+        }
+        Err(_) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(event_id.as_bytes());
+            u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+        }
+    }
 }
 
 /// The day a reading belongs to: the vendor's local date when given, else the UTC date.
@@ -112,14 +193,32 @@ pub fn day_of(event: &BiometricEvent) -> i32 {
     (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
-/// Adds the event's HRV readings to its baselines and returns the triggers they raise.
+/// Applies the event to its baselines and returns the triggers they raise: its HRV readings
+/// replace the record's earlier contributions (a correction), a reading the record no longer has
+/// withdraws its contribution, and a DELETED event withdraws the deleted record's from every
+/// series of the user.
 pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &BiometricEvent, params: &BaselineParams) -> Vec<Trigger> {
+    if event.kind == EventKind::Deleted {
+        if let Some(retracted) = &event.retracts_event_id {
+            withdraw(store, &event.user_id, contribution_id(retracted));
+        }
+        return Vec::new();
+    }
     let day = day_of(event);
+    let id = contribution_id(&event.event_id);
     let mut triggers = Vec::new();
-    for (metric, value) in hrv_values(event) {
+    for metric in METRICS {
         let key = key(event, metric);
+        let Some(value) = hrv_value(event, metric) else {
+            if let Some(mut state) = store.get(&key).cloned()
+                && state.remove(id)
+            {
+                store.put(key, state);
+            }
+            continue;
+        };
         let mut state = store.get(&key).cloned().unwrap_or_default();
-        state.add(day, value, params);
+        state.add(day, id, value, params);
         if let Some(judgement) = state.judge(day, params)
             && judgement.recent_mean < judgement.lower_band
         {
@@ -140,6 +239,22 @@ pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &Bi
     triggers
 }
 
+/// Removes record `id`'s contribution from every baseline of `user_id`. A scan of the store:
+/// deletions are rare, and the deleted record's device and window are no longer known.
+fn withdraw(store: &mut dyn KeyValueStore<BaselineState>, user_id: &str, id: u64) {
+    for key in store.keys_with_prefix(&user_prefix(user_id)) {
+        if let Some(mut state) = store.get(&key).cloned()
+            && state.remove(id)
+        {
+            if state.days.is_empty() {
+                store.delete(&key);
+            } else {
+                store.put(key, state);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,14 +267,14 @@ mod tests {
     fn needs_history_before_judging() {
         let mut state = BaselineState::default();
         for day in 0..20 {
-            state.add(day, 50.0, &params());
+            state.add(day, day as u64, 50.0, &params());
         }
         assert!(state.judge(19, &params()).is_none(), "13 baseline days < 14");
-        state.add(20, 50.0, &params());
+        state.add(20, 20, 50.0, &params());
         assert!(state.judge(20, &params()).is_some(), "14 baseline days and 7 recent");
         let mut sparse = BaselineState::default();
         for day in (0..14).chain([19, 20]) {
-            sparse.add(day, 50.0, &params());
+            sparse.add(day, day as u64, 50.0, &params());
         }
         assert!(sparse.judge(20, &params()).is_none(), "2 recent readings < 3");
     }
@@ -169,10 +284,10 @@ mod tests {
         let mut state = BaselineState::default();
         // 60 baseline days alternating 45/55 ms (ln SD ~0.1), then 7 days at 35 ms.
         for day in 0..60 {
-            state.add(day, if day % 2 == 0 { 45.0 } else { 55.0 }, &params());
+            state.add(day, day as u64, if day % 2 == 0 { 45.0 } else { 55.0 }, &params());
         }
         for day in 60..67 {
-            state.add(day, 35.0, &params());
+            state.add(day, day as u64, 35.0, &params());
         }
         let judgement = state.judge(66, &params()).unwrap();
         assert!(judgement.recent_mean < judgement.lower_band, "{judgement:?}");
@@ -182,12 +297,43 @@ mod tests {
     #[test]
     fn late_readings_update_their_own_day_and_old_days_are_forgotten() {
         let mut state = BaselineState::default();
-        state.add(100, 50.0, &params());
-        state.add(90, 40.0, &params());
-        assert_eq!(state.days.get(&90), Some(&(40f64.ln(), 1)));
-        state.add(100, 60.0, &params());
-        assert_eq!(state.days.get(&100).unwrap().1, 2);
-        state.add(200, 50.0, &params());
+        state.add(100, 1, 50.0, &params());
+        state.add(90, 2, 40.0, &params());
+        assert_eq!(state.day_value(90), Some(40f64.ln()));
+        state.add(100, 3, 60.0, &params());
+        assert_eq!(state.days.get(&100).unwrap().0.len(), 2, "two records on one day");
+        assert!((state.day_value(100).unwrap() - (50f64.ln() + 60f64.ln()) / 2.0).abs() < 1e-12);
+        state.add(200, 4, 50.0, &params());
         assert!(state.days.keys().all(|d| *d > 200 - 67), "{:?}", state.days.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_correction_replaces_and_a_removal_withdraws() {
+        let mut state = BaselineState::default();
+        state.add(100, 7, 50.0, &params());
+        state.add(100, 7, 20.0, &params());
+        assert_eq!(state.day_value(100), Some(20f64.ln()), "replaced, not averaged with 50");
+        state.add(101, 7, 30.0, &params());
+        assert_eq!((state.day_value(100), state.day_value(101)), (None, Some(30f64.ln())), "moved to its new day");
+        assert!(state.remove(7));
+        assert!(state.days.is_empty());
+        assert!(!state.remove(7));
+    }
+
+    #[test]
+    fn state_written_as_day_aggregates_is_still_read() {
+        let legacy: BaselineState = serde_json::from_str(r#"{"days":{"100":[7.8,2],"101":[[5,3.9]]}}"#).unwrap();
+        assert_eq!(legacy.day_value(100), Some(3.9));
+        assert_eq!(legacy.days[&101].0, vec![(5, 3.9)]);
+        let written = serde_json::to_string(&legacy).unwrap();
+        assert_eq!(written, r#"{"days":{"100":[[0,3.9]],"101":[[5,3.9]]}}"#);
+    }
+
+    #[test]
+    fn keys_escape_the_separator() {
+        assert_eq!(key_part("u1"), "u1");
+        assert_eq!(user_prefix("a|b"), "a%7Cb|");
+        assert!(!user_prefix("a|b").starts_with(&user_prefix("a")));
+        assert_eq!(contribution_id("6f1c2a8e-93d4-4b57-a1e0-5c7d3b2f9e41"), contribution_id("6f1c2a8e-93d4-4b57-a1e0-5c7d3b2f9e41"));
     }
 }

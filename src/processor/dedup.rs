@@ -4,6 +4,10 @@
 //! fast path is best-effort, so the processor is where exactly-once is made end to end: an event
 //! whose id was already emitted within the window, with the same content, is dropped.
 //!
+//! The store key is the event id *scoped by vendor and vendor user* ([`key`]): a record id is
+//! the vendor's, and nothing but its good faith keeps two users' record ids apart, so one user's
+//! data must never be able to suppress another's.
+//!
 //! Same id with different content is not a duplicate but an update: Terra re-sends daily and body
 //! summaries as growing supersets under the same natural key. Those pass (consumers upsert on
 //! `event_id`) and the stored fingerprint moves on.
@@ -11,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::store::KeyValueStore;
+use super::store::{KeyValueStore, key_part};
 use crate::event::BiometricEvent;
 
 /// What the store remembers per event id.
@@ -47,18 +51,25 @@ pub fn fingerprint(event: &BiometricEvent) -> String {
     hex::encode(Sha256::digest(crate::event::avro::datum(&content)))
 }
 
+/// The store key of an event: `<vendor>:<vendor user id>|<event id>`.
+pub fn key(event: &BiometricEvent) -> String {
+    format!("{}:{}|{}", event.vendor.slug(), key_part(&event.vendor_user_id), event.event_id)
+}
+
 /// Judges `event` against the store and records it when it will be emitted.
 pub fn check_and_record(store: &mut dyn KeyValueStore<Seen>, event: &BiometricEvent, window_ms: i64) -> Verdict {
     let fingerprint = fingerprint(event);
     let now = event.received_at;
-    let verdict = match store.get(&event.event_id) {
+    let key = key(event);
+    let verdict = match store.get(&key) {
         Some(seen) if now - seen.at_ms > window_ms => Verdict::New,
         Some(seen) if seen.fingerprint == fingerprint => Verdict::Duplicate,
         Some(_) => Verdict::Updated,
         None => Verdict::New,
     };
     if verdict != Verdict::Duplicate {
-        store.put(event.event_id.clone(), Seen { at_ms: now.max(store.get(&event.event_id).map_or(i64::MIN, |s| s.at_ms)), fingerprint });
+        let at_ms = now.max(store.get(&key).map_or(i64::MIN, |seen| seen.at_ms));
+        store.put(key, Seen { at_ms, fingerprint });
     }
     verdict
 }
@@ -112,6 +123,16 @@ mod tests {
         check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY);
         assert_eq!(check_and_record(&mut store, &event(10, 2, 51.0), 7 * DAY), Verdict::Updated);
         assert_eq!(check_and_record(&mut store, &event(20, 3, 51.0), 7 * DAY), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn the_same_record_id_of_two_users_is_two_events() {
+        let mut store = MemoryStore::default();
+        let mut other = event(0, 2, 50.0);
+        other.vendor_user_id = "someone-else".to_owned();
+        assert_eq!(other.event_id, event(0, 1, 50.0).event_id, "same vendor record id");
+        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY), Verdict::New);
+        assert_eq!(check_and_record(&mut store, &other, 7 * DAY), Verdict::New);
     }
 
     #[test]

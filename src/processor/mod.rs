@@ -4,7 +4,8 @@
 //! - `pipeline.rs`: one record in, output records out (normalize -> identity -> dedup ->
 //!   thresholds -> baseline -> route), dead letters and pending fetches included;
 //! - `triggers.rs`: fixed rMSSD / SDNN thresholds; `baseline.rs`: personal HRV baselines;
-//!   `dedup.rs`: event-id de-duplication; `store.rs`: the key-value interface they use.
+//!   `dedup.rs`: event-id de-duplication; `plausibility.rs`: impossible values removed before
+//!   anything judges them; `store.rs`: the key-value interface they use.
 //!
 //! The streaming runtime (`runtime/`) owns transactions, offsets, rebalances and the
 //! changelog-backed stores, and calls into this module.
@@ -12,7 +13,8 @@
 pub mod baseline;
 pub mod dedup;
 pub mod pipeline;
+pub mod plausibility;
 pub mod store;
 pub mod triggers;
 
-pub use pipeline::{FetchPlan, Identities, InfraError, Output, Pipeline, Record, TaskStores};
+pub use pipeline::{FetchPlan, Identities, InfraError, LookupError, Output, Pipeline, Record, TaskStores, TopicLimits};

@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 
 use super::baseline::{self, BaselineState};
 use super::dedup::{self, Seen, Verdict};
+use super::plausibility;
 use super::store::KeyValueStore;
 use super::triggers;
 use crate::event::avro::EventCodec;
@@ -23,6 +24,11 @@ use crate::event::{BiometricEvent, Vendor};
 use crate::kafka::headers;
 use crate::topology::{SourceFormat, Topology};
 use crate::vendors::{self, IdentityChange, NormalizeError, Outcome, RawInput};
+
+/// Dead-letter class: a record none of whose measurements is plausible.
+pub const IMPLAUSIBLE_VALUE: &str = "implausible_value";
+/// Dead-letter class: PostgreSQL refused the values the record gave (an identity lookup).
+pub const DATABASE_REJECTED: &str = "database_rejected";
 
 /// A consumed record, independent of the Kafka client type.
 #[derive(Clone, Copy)]
@@ -57,10 +63,22 @@ pub struct InfraError {
     pub message: String,
 }
 
+/// Why an identity lookup or update failed, by what must happen to the record.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// PostgreSQL is unavailable: pause, and process the same record again later.
+    #[error(transparent)]
+    Unavailable(#[from] InfraError),
+    /// PostgreSQL refused the values the record gave (`db::is_record_fault`): no retry can
+    /// help, so the record is dead-lettered (`database_rejected`) and the partition goes on.
+    #[error("the database refused the record's values: {0}")]
+    Rejected(String),
+}
+
 /// Identity lookups and updates (PostgreSQL behind a cache in production, a map in tests).
 pub trait Identities {
-    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, InfraError>;
-    fn apply(&mut self, change: &IdentityChange) -> Result<(), InfraError>;
+    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, LookupError>;
+    fn apply(&mut self, change: &IdentityChange) -> Result<(), LookupError>;
 }
 
 /// The stores of the task (input partition) the record belongs to.
@@ -141,12 +159,15 @@ impl Pipeline {
             Err(error) => return Ok(vec![self.rejected(record, &error)]),
         };
         match outcome {
-            Outcome::Events(events) => self.events(events, identities, stores),
-            Outcome::Identity(change) => {
-                identities.apply(&change)?;
-                tracing::info!(?change, "Identity mapping updated.");
-                Ok(Vec::new())
-            }
+            Outcome::Events(events) => self.events(record, events, identities, stores),
+            Outcome::Identity(change) => match identities.apply(&change) {
+                Ok(()) => {
+                    tracing::info!(?change, "Identity mapping updated.");
+                    Ok(Vec::new())
+                }
+                Err(LookupError::Unavailable(infra)) => Err(infra),
+                Err(LookupError::Rejected(message)) => Ok(vec![self.dead_letter(record, DATABASE_REJECTED, &message)]),
+            },
             Outcome::PendingFetch(fetch) => {
                 crate::metrics::RECORDS_OUT.with_label_values(&[&self.topology.pending_fetch_topic]).inc();
                 let mut out = headers::copy(record.headers);
@@ -168,15 +189,29 @@ impl Pipeline {
         }
     }
 
+    /// The outputs of a record's events (from a webhook body or a fetched API record): screened
+    /// for plausibility, their users resolved, de-duplicated, judged and encoded. A record none
+    /// of whose measurements is plausible is dead-lettered instead.
     fn events(
         &self,
+        record: &Record<'_>,
         mut events: Vec<BiometricEvent>,
         identities: &mut dyn Identities,
         mut stores: TaskStores<'_>,
     ) -> Result<Vec<Output>, InfraError> {
+        for event in &mut events {
+            plausibility::screen(event, &self.topology.plausibility);
+        }
+        if plausibility::unusable(&events) {
+            return Ok(vec![self.dead_letter(record, IMPLAUSIBLE_VALUE, &plausibility::describe_notes(&events))]);
+        }
         // I/O first: nothing below may fail for a dependency.
         for event in &mut events {
-            resolve_user(event, identities)?;
+            match resolve_user(event, identities) {
+                Ok(()) => {}
+                Err(LookupError::Unavailable(infra)) => return Err(infra),
+                Err(LookupError::Rejected(message)) => return Ok(vec![self.dead_letter(record, DATABASE_REJECTED, &message)]),
+            }
         }
         let mut outputs = Vec::with_capacity(events.len());
         for mut event in events {
@@ -270,8 +305,9 @@ fn raw_input<'a>(record: &Record<'a>, vendor: Vendor, body: &'a [u8]) -> RawInpu
         body,
         received_at_ms,
         vendor_user_id: header(headers::VENDOR_USER_ID),
-        delivery_id: header(headers::DELIVERY_ID),
-        trace_id: header(headers::TRACE_ID),
+        // Ids only as we write them: a record published by someone else may carry anything.
+        delivery_id: header(headers::DELIVERY_ID).filter(|id| vendors::is_identifier(id)),
+        trace_id: header(headers::TRACE_ID).filter(|id| crate::telemetry::is_trace_id(id)),
         source_topic: record.topic,
         source_partition: record.partition,
         source_offset: record.offset,
@@ -281,7 +317,7 @@ fn raw_input<'a>(record: &Record<'a>, vendor: Vendor, body: &'a [u8]) -> RawInpu
 /// Our user id: a mapped link wins; else the id the payload gave (Terra `reference_id`); else
 /// the vendor-scoped fallback `base_event` set. Apple Health uploads are authenticated per user,
 /// so their vendor user id is ours.
-fn resolve_user(event: &mut BiometricEvent, identities: &mut dyn Identities) -> Result<(), InfraError> {
+fn resolve_user(event: &mut BiometricEvent, identities: &mut dyn Identities) -> Result<(), LookupError> {
     if event.vendor == Vendor::AppleHealth {
         event.user_id = event.vendor_user_id.clone();
         return Ok(());
@@ -329,7 +365,9 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 mod fetch;
+mod fit;
 #[cfg(test)]
 mod tests;
 
 pub use fetch::FetchPlan;
+pub use fit::{OUTPUT_TOO_LARGE, TopicLimits};

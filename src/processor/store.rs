@@ -12,6 +12,9 @@ pub trait KeyValueStore<V> {
     fn delete(&mut self, key: &str);
     /// Keys for which `expired` holds (used to purge old entries).
     fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String>;
+    /// Keys that start with `prefix` (a user's entries: see [`key_part`]). A scan: for rare
+    /// operations (deletions), not for every record.
+    fn keys_with_prefix(&self, prefix: &str) -> Vec<String>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -43,7 +46,17 @@ impl<V> KeyValueStore<V> for MemoryStore<V> {
     fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String> {
         self.map.iter().filter(|(_, v)| expired(v)).map(|(k, _)| k.clone()).collect()
     }
+    fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.map.keys().filter(|key| key.starts_with(prefix)).cloned().collect()
+    }
     fn len(&self) -> usize {
         self.map.len()
     }
+}
+
+/// A key component with the `|` separator escaped, so the parts of a store key are unambiguous
+/// (the entries of user `a|b` never share the prefix of user `a`'s). Identifiers without `|` or
+/// `%`, i.e. all real ones, are unchanged, so keys written before escaping still match.
+pub fn key_part(part: &str) -> std::borrow::Cow<'_, str> {
+    if part.contains(['|', '%']) { part.replace('%', "%25").replace('|', "%7C").into() } else { part.into() }
 }

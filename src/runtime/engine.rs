@@ -23,7 +23,7 @@ use super::fetching::FetchStage;
 use super::identities::BlockingIdentities;
 use super::store;
 use super::task::Task;
-use crate::processor::{InfraError, Output, Pipeline, Record, TaskStores};
+use crate::processor::{InfraError, Output, Pipeline, Record, TaskStores, TopicLimits};
 
 mod fetch;
 
@@ -119,6 +119,8 @@ pub struct Engine {
     pub fatal: Option<TxnError>,
     /// The fetch stage, when this processor fetches from vendor APIs.
     pub fetch: Option<FetchStage>,
+    /// The largest record each output topic takes: outputs are checked against it before sending.
+    limits: TopicLimits,
 }
 
 impl Engine {
@@ -129,6 +131,7 @@ impl Engine {
         restorer: BaseConsumer<store::RestoreContext>,
         cadence: Cadence,
         fetch: Option<FetchStage>,
+        limits: TopicLimits,
     ) -> Engine {
         let topology = pipeline.topology().clone();
         let leader_topic = topology
@@ -158,6 +161,7 @@ impl Engine {
             needs_rewind: false,
             fatal: None,
             fetch,
+            limits,
         }
     }
 
@@ -288,6 +292,9 @@ impl Engine {
     /// Sends `outputs` of `record` in the open transaction and moves its partition's offset on
     /// (and, for a task's record, the task's stream time).
     fn write(&mut self, record: &Record<'_>, outputs: Vec<Output>, stateful: bool) -> Result<(), TxnError> {
+        // Checked before anything is sent: one output the broker would refuse would abort the
+        // whole transaction, again and again.
+        let outputs = self.pipeline.fit_outputs(record, outputs, &self.limits);
         self.begin_if_needed()?;
         for output in outputs {
             if let Some(received_at) = output.received_at_ms {

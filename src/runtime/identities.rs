@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 
 use crate::event::Vendor;
 use crate::identity::IdentityMap;
-use crate::processor::{Identities, InfraError};
+use crate::processor::{Identities, InfraError, LookupError};
 use crate::vendors::IdentityChange;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,8 +20,13 @@ pub struct BlockingIdentities {
     pub handle: Handle,
 }
 
-fn outage(message: impl ToString) -> InfraError {
-    InfraError { dependency: "postgresql", message: message.to_string() }
+fn outage(message: impl ToString) -> LookupError {
+    LookupError::Unavailable(InfraError { dependency: "postgresql", message: message.to_string() })
+}
+
+/// A failed query as what it means for the record (`db::is_record_fault`).
+fn classify(error: sqlx::Error) -> LookupError {
+    if crate::db::is_record_fault(&error) { LookupError::Rejected(error.to_string()) } else { outage(error) }
 }
 
 impl BlockingIdentities {
@@ -32,7 +37,7 @@ impl BlockingIdentities {
 }
 
 impl Identities for BlockingIdentities {
-    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, InfraError> {
+    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, LookupError> {
         if let Some(answer) = self.map.cached(vendor, vendor_user_id) {
             return Ok(answer);
         }
@@ -40,14 +45,14 @@ impl Identities for BlockingIdentities {
         self.handle
             .block_on(async { tokio::time::timeout(CALL_TIMEOUT, map.lookup(vendor, vendor_user_id)).await })
             .map_err(|_| outage("identity lookup timed out"))?
-            .map_err(outage)
+            .map_err(classify)
     }
 
-    fn apply(&mut self, change: &IdentityChange) -> Result<(), InfraError> {
+    fn apply(&mut self, change: &IdentityChange) -> Result<(), LookupError> {
         let map = &mut self.map;
         self.handle
             .block_on(async { tokio::time::timeout(CALL_TIMEOUT, map.apply(change)).await })
             .map_err(|_| outage("identity update timed out"))?
-            .map_err(outage)
+            .map_err(classify)
     }
 }

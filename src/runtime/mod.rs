@@ -31,7 +31,7 @@ use crate::event::Vendor;
 use crate::fetch::reconcile::Reconciler;
 use crate::fetch::{FetchArgs, Fetcher};
 use crate::identity::IdentityMap;
-use crate::processor::Pipeline;
+use crate::processor::{Pipeline, TopicLimits};
 use crate::shutdown::CancellationToken;
 use crate::topology::TopologyArgs;
 use context::RuntimeContext;
@@ -160,6 +160,36 @@ pub async fn fetch_setup(
     Ok(Some(FetchSetup { fetcher, tokens, store, bases }))
 }
 
+/// The transactional producer's `message.max.bytes`: 6 MiB, the largest raw webhook (5 MiB)
+/// plus headers, since dead letters and pending fetches carry the raw bytes.
+const PRODUCER_MAX_MESSAGE_BYTES: usize = 6 * 1024 * 1024;
+
+/// The largest record every output topic takes, as the broker reports it (`max.message.bytes`,
+/// defaults included), else as the topology sets it.
+async fn output_limits(kafka: &KafkaArgs, topology: &crate::topology::Topology) -> TopicLimits {
+    let mut outputs: Vec<&str> = topology.event_sinks.iter().map(String::as_str).collect();
+    outputs.extend([topology.dlq_topic.as_str(), topology.pending_fetch_topic.as_str(), topology.fetch.retry_topic.as_str()]);
+    outputs.extend(topology.sources.iter().filter_map(|source| source.repartition_topic.as_deref()));
+    // One try: without an answer (a broker that does not describe configs, such as librdkafka's
+    // mock cluster) the topology's settings are the best knowledge there is.
+    let found = match crate::kafka::admin::topic_config(kafka, &outputs, "max.message.bytes").await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "Could not read the output topics' max.message.bytes; using the topology's.");
+            Default::default()
+        }
+    };
+    let mut limits = HashMap::new();
+    for topic in outputs {
+        let configured = topology.topic(topic).and_then(|spec| spec.configs.get("max.message.bytes"));
+        if let Some(bytes) = found.get(topic).or(configured).and_then(|value| value.parse::<usize>().ok()) {
+            limits.insert(topic.to_owned(), bytes);
+        }
+    }
+    tracing::debug!(?limits, "Output topics' maximum record sizes.");
+    TopicLimits::new(limits, PRODUCER_MAX_MESSAGE_BYTES)
+}
+
 fn default_instance_id() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -240,7 +270,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
             ("transaction.timeout.ms", &transaction_timeout),
             ("linger.ms", "5"),
             ("compression.type", "snappy"),
-            ("message.max.bytes", "6291456"),
+            ("message.max.bytes", &PRODUCER_MAX_MESSAGE_BYTES.to_string()),
         ])
         .create()?;
     let restorer: BaseConsumer<store::RestoreContext> = kafka
@@ -286,6 +316,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         tracing::info!(every_secs = every.as_secs(), window_secs = args.reconcile_window.as_secs(), "Scheduled reconciliation enabled.");
         tokio::spawn(crate::fetch::reconcile::run_scheduled(schedule, reconciler, shutdown.clone()));
     }
+    let limits = output_limits(&args.kafka, &topology).await;
     let engine = Engine::new(
         producer,
         Pipeline::new(topology.clone(), &schema_ids),
@@ -293,6 +324,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         restorer,
         Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) },
         stage,
+        limits,
     );
     let shared = consumer.context().engine.clone();
     *shared.lock().expect("engine lock") = Some(engine);

@@ -94,6 +94,10 @@ impl<V: Serialize + DeserializeOwned> KeyValueStore<V> for ChangelogStore<V> {
         self.map.iter().filter(|(_, v)| expired(v)).map(|(k, _)| k.clone()).collect()
     }
 
+    fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.map.keys().filter(|key| key.starts_with(prefix)).cloned().collect()
+    }
+
     fn len(&self) -> usize {
         self.map.len()
     }

@@ -10,9 +10,11 @@
 
 mod args;
 pub mod describe;
+mod plausibility;
 pub mod spec;
 
 pub use args::{DEFAULT_TOPOLOGY, TopologyArgs};
+pub use plausibility::{Plausibility, Range};
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -33,6 +35,8 @@ pub struct Topology {
     pub dedup: Option<DedupParams>,
     pub thresholds: ThresholdParams,
     pub baseline: Option<BaselineParams>,
+    /// What a measurement must lie within to be used at all.
+    pub plausibility: Plausibility,
     pub stores: Vec<Store>,
     pub routes: Vec<Route>,
     pub event_sinks: Vec<String>,
@@ -177,6 +181,11 @@ impl Topology {
             .find(|route| route.vendor.is_none_or(|v| v == vendor))
             .map(|route| route.topic.as_str())
             .expect("validation guarantees a catch-all route")
+    }
+
+    /// The topic the ingress writes raw webhooks to: the (first) ingress-format source's.
+    pub fn ingress_topic(&self) -> &str {
+        &self.sources.iter().find(|source| source.format == SourceFormat::Ingress).expect("validation requires an ingress source").topic
     }
 
     /// Topics the processor's consumer group subscribes to (sources, not repartition topics).
@@ -335,6 +344,7 @@ impl Validator<'_> {
             .collect();
 
         let fetch = self.fetch(&app, spec.fetch.as_ref())?;
+        let plausibility = self.plausibility(&spec.plausibility)?;
         let mut topics = self.topics(&spec.topic_defaults, &spec.topics, &sources, &stores, &spec.sinks, &spec.dlq.topic)?;
         let ingress_topic = &sources.iter().find(|s| s.format == SourceFormat::Ingress).expect("checked above").topic;
         let pending_spec = topics.iter().find(|t| t.name == pending_fetch.topic).expect("every sink has a topic spec").clone();
@@ -359,6 +369,7 @@ impl Validator<'_> {
             dedup,
             thresholds: thresholds.unwrap_or_default(),
             baseline,
+            plausibility,
             stores,
             routes,
             event_sinks,

@@ -26,6 +26,19 @@ pub struct TopologySpec {
     /// The fetch stage of notification-only vendors (defaults when absent).
     #[serde(default)]
     pub fetch: Option<Spanned<FetchSpec>>,
+    /// `[plausibility]`: the range every measurement field must lie in (all fields required).
+    pub plausibility: Spanned<BTreeMap<String, Spanned<RangeSpec>>>,
+}
+
+/// One measurement's plausible range, with where the numbers come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    pub min: f64,
+    pub max: f64,
+    /// The literature or vendor documentation the range is taken from (required: a range
+    /// without a source cannot be reviewed).
+    pub source: String,
 }
 
 /// `[fetch]`: how notifications whose fetch failed are retried through the retry topic.

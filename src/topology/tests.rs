@@ -98,3 +98,66 @@ fn describe_renders_every_node_in_every_format() {
     assert!(dot.starts_with("digraph"));
     assert!(dot.contains("cylinder"));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Any text: an error or a topology, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = Topology::parse(&text, "t.toml");
+        }
+
+        /// The shipped file with lines dropped or their values replaced: whatever the validator
+        /// says, it says it as an error with a line, never a panic.
+        #[test]
+        fn edited_topology_never_panics(edits in prop::collection::vec((any::<usize>(), prop_oneof![
+            Just(None),
+            Just(Some("= 0")),
+            Just(Some("= -1")),
+            Just(Some("= 1e400")),
+            Just(Some("= \"\"")),
+            Just(Some("= nan")),
+            Just(Some("= { min = 5.0, max = 1.0, source = \"x\" }")),
+            Just(Some("= [")),
+        ]), 1..8)) {
+            let mut lines: Vec<String> = SHIPPED.lines().map(str::to_owned).collect();
+            for (index, edit) in edits {
+                let index = index % lines.len();
+                match edit {
+                    None => {
+                        lines.remove(index);
+                    }
+                    Some(value) => {
+                        if let Some((key, _)) = lines[index].split_once('=') {
+                            lines[index] = format!("{key}{value}");
+                        }
+                    }
+                }
+            }
+            let text = lines.join("\n");
+            if let Err(error) = Topology::parse(&text, "t.toml") {
+                prop_assert!(!error.to_string().is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_measurement_needs_a_plausible_range_with_a_source() {
+    let missing = SHIPPED.lines().filter(|line| !line.starts_with("steps = {")).collect::<Vec<_>>().join("\n");
+    assert!(error_of(&missing).contains("no range for measurement field \"steps\""), "{}", error_of(&missing));
+    let inverted = SHIPPED.replace("hrv_rmssd_ms = { min = 1.0, max = 300.0,", "hrv_rmssd_ms = { min = 300.0, max = 1.0,");
+    assert!(error_of(&inverted).contains("plausibility.hrv_rmssd_ms"), "{}", error_of(&inverted));
+    let unknown = SHIPPED.replace("steps = {", "stepz = {");
+    assert!(error_of(&unknown).contains("\"stepz\" is not a measurement field"), "{}", error_of(&unknown));
+    let unsourced = SHIPPED.replace("source = \"a day has 24 h\" }", "source = \" \" }");
+    assert!(error_of(&unsourced).contains(".source"), "{}", error_of(&unsourced));
+    let topology = Topology::parse(SHIPPED, "t").unwrap();
+    assert_eq!(topology.plausibility.range("hrv_rmssd_ms"), Some(Range { min: 1.0, max: 300.0 }));
+}

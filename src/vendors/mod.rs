@@ -10,6 +10,8 @@
 
 pub mod apple_health;
 pub mod oura;
+#[cfg(test)]
+mod properties;
 pub mod signature;
 pub mod terra;
 #[cfg(test)]
@@ -146,14 +148,88 @@ impl From<serde_json::Error> for NormalizeError {
     }
 }
 
-/// Normalize one raw record of any vendor.
+/// Longest identifier (user, record, device, delivery id) a record may carry. Real ones are UUIDs,
+/// integers or short names; a multi-megabyte one (a 2.5 MB Terra `reference_id` was tried) would
+/// make every output larger than the topic allows and every lookup a poison pill.
+pub const MAX_IDENTIFIER_BYTES: usize = 256;
+
+/// Normalize one raw record of any vendor. Every identifier of the outcome is bounded and free of
+/// control characters (PostgreSQL cannot even store a NUL): a record that breaks this is
+/// `invalid_shape`, whatever the vendor module said.
 pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
-    match input.vendor {
+    let outcome = match input.vendor {
         Vendor::Terra => terra::normalize(input),
         Vendor::Oura => oura::normalize(input),
         Vendor::Whoop => whoop::normalize(input),
         Vendor::AppleHealth => apple_health::normalize(input),
+    }?;
+    match &outcome {
+        Outcome::Events(events) => check_events(events)?,
+        Outcome::Identity(change) => check_identity(change)?,
+        Outcome::PendingFetch(fetch) => {
+            check_identifier("vendor_user_id", &fetch.vendor_user_id)?;
+            check_identifier("data_type", &fetch.data_type)?;
+            check_identifier("object_id", &fetch.object_id)?;
+        }
+        Outcome::Notice { .. } => {}
     }
+    Ok(outcome)
+}
+
+/// Whether `value` may be used as an identifier: non-empty, at most [`MAX_IDENTIFIER_BYTES`], no
+/// control characters.
+pub fn is_identifier(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_IDENTIFIER_BYTES && !value.chars().any(char::is_control)
+}
+
+/// `invalid_shape` unless `value` [`is_identifier`]. The message names the field and the length,
+/// never the value (it may be megabytes, or someone's id).
+fn check_identifier(field: &str, value: &str) -> Result<(), NormalizeError> {
+    if value.len() > MAX_IDENTIFIER_BYTES {
+        return Err(NormalizeError::InvalidShape(format!("{field} is {} bytes, more than {MAX_IDENTIFIER_BYTES}", value.len())));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(NormalizeError::InvalidShape(format!("{field} contains a control character")));
+    }
+    if value.is_empty() {
+        return Err(NormalizeError::InvalidShape(format!("{field} is empty")));
+    }
+    Ok(())
+}
+
+/// The identifier bounds of [`normalize`], for events mapped from fetched API records too.
+pub fn check_events(events: &[BiometricEvent]) -> Result<(), NormalizeError> {
+    for event in events {
+        check_identifier("user_id", &event.user_id)?;
+        check_identifier("vendor_user_id", &event.vendor_user_id)?;
+        for (field, value) in [
+            ("vendor_record_id", &event.vendor_record_id),
+            ("source_device", &event.source_device),
+            ("local_date", &event.local_date),
+            ("retracts_event_id", &event.retracts_event_id),
+        ] {
+            if let Some(value) = value {
+                check_identifier(field, value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_identity(change: &IdentityChange) -> Result<(), NormalizeError> {
+    let (ids, provider): (Vec<(&str, &str)>, &Option<String>) = match change {
+        IdentityChange::Link { vendor_user_id, user_id, provider, .. } => {
+            (vec![("vendor_user_id", vendor_user_id), ("user_id", user_id)], provider)
+        }
+        IdentityChange::Unlink { vendor_user_id, .. } => (vec![("vendor_user_id", vendor_user_id)], &None),
+        IdentityChange::Rekey { old_vendor_user_id, new_vendor_user_id, user_id, provider, .. } => {
+            (vec![("old_vendor_user_id", old_vendor_user_id), ("new_vendor_user_id", new_vendor_user_id), ("user_id", user_id)], provider)
+        }
+    };
+    for (field, value) in ids {
+        check_identifier(field, value)?;
+    }
+    provider.as_deref().map_or(Ok(()), |provider| check_identifier("provider", provider))
 }
 
 /// The vendor user id a webhook body belongs to, found with the smallest parse that finds it.
@@ -248,6 +324,7 @@ pub fn base_event(input: &RawInput<'_>, kind: EventKind, natural_key: &str, vend
         lineage: input.lineage(),
         trace_id: input.trace_id.map(str::to_owned),
         retracts_event_id: None,
+        data_quality: Vec::new(),
     }
 }
 

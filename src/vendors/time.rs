@@ -51,13 +51,6 @@ pub fn local_date_at_offset(instant: &str, offset: &str) -> Result<String, Norma
         .map_err(|error| NormalizeError::InvalidValue(format!("timestamp {instant:?}: {error}")))
 }
 
-/// A duration given in (possibly fractional) seconds, rounded to whole seconds: vendors send
-/// durations as floats, hours (Health Auto Export) or milliseconds (WHOOP).
-pub fn whole_seconds(seconds: f64) -> i64 {
-    // `as` saturates on out-of-range values; JSON numbers are never NaN.
-    seconds.round() as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,11 +86,5 @@ mod tests {
         assert_eq!(local_date_at_offset("2026-11-20T04:11:02.390Z", "-05:00").unwrap(), "2026-11-19");
         assert_eq!(local_date_at_offset("2026-11-20T11:46:49.811Z", "-05:00").unwrap(), "2026-11-20");
         assert!(matches!(local_date_at_offset("2026-11-20T04:11:02Z", "EST"), Err(NormalizeError::InvalidValue(_))));
-    }
-
-    #[test]
-    fn whole_seconds_rounds_float_noise() {
-        assert_eq!(whole_seconds(7.12 * 3600.0), 25_632);
-        assert_eq!(whole_seconds(12_986_530.0 / 1000.0), 12_987);
     }
 }

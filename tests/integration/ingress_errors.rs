@@ -104,7 +104,8 @@ async fn hold_until_overloaded(ingress: &TestIngress, count: usize) -> Vec<HeldR
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_held_request_fills_a_limit_of_one() {
-    let (_topic, ingress) = start(1, &["--max-concurrent-webhooks", "1"]).await;
+    // Held bodies wait on the test, not the network: no minimum body rate here.
+    let (_topic, ingress) = start(1, &["--max-concurrent-webhooks", "1", "--min-body-bytes-per-sec", "0"]).await;
     let held = hold_until_overloaded(&ingress, 1).await;
 
     for request in held {
@@ -117,7 +118,7 @@ async fn one_held_request_fills_a_limit_of_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_limit_refuses_the_101st_concurrent_webhook() {
-    let (_topic, ingress) = start(1, &[]).await;
+    let (_topic, ingress) = start(1, &["--min-body-bytes-per-sec", "0", "--max-in-flight-per-client", "0"]).await;
     let mut held = hold_until_overloaded(&ingress, 100).await;
 
     // One slot freed: the next request is served again.

@@ -13,18 +13,26 @@ use super::ingress_harness::{CANARY, HeldRequest, Webhook, assert_no_leak, asser
 use super::ingress_support::test_secrets;
 
 /// `biometric-bridge ingress` in a child process with JSON logs, killed when dropped.
-struct IngressProcess {
+pub struct IngressProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl IngressProcess {
-    /// Starts the binary with only the given secrets in its environment (nothing inherited).
-    fn spawn(topic: &str, secrets: &[(&str, &str)], extra: &[&str]) -> IngressProcess {
+    /// Starts the binary writing to `topic` with only the given secrets in its environment
+    /// (nothing inherited).
+    pub fn spawn(topic: &str, secrets: &[(&str, &str)], extra: &[&str]) -> IngressProcess {
+        let args: Vec<&str> = ["--raw-topic", topic].into_iter().chain(extra.iter().copied()).collect();
+        Self::spawn_with_env(secrets, &args)
+    }
+
+    /// Starts the binary with only `env` in its environment (nothing inherited).
+    pub fn spawn_with_env(env: &[(&str, &str)], extra: &[&str]) -> IngressProcess {
+        let secrets = env;
         let mut command = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
         command
-            .args(["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", topic])
+            .args(["ingress", "--http-addr", "127.0.0.1:0"])
             .args(extra)
             .env_clear()
             .env("LOG_FORMAT", "json")
@@ -55,6 +63,10 @@ impl IngressProcess {
             std::thread::sleep(Duration::from_millis(50));
         };
         IngressProcess { child, lines, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn log(&self) -> Vec<String> {
@@ -106,7 +118,8 @@ async fn logs_carry_the_span_but_no_secret_header_value_or_payload_and_sigterm_d
     let topic = raw_topic(1).await;
     let secrets = all_secrets();
     let env: Vec<(&str, &str)> = secrets.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    let mut ingress = IngressProcess::spawn(&topic, &env, &[]);
+    // (The held request of the SIGTERM check waits on us, not the network: no body rate.)
+    let mut ingress = IngressProcess::spawn(&topic, &env, &["--min-body-bytes-per-sec", "0"]);
     let client = reqwest::Client::new();
     let addr = ingress.addr;
 

@@ -2,6 +2,7 @@
 //! One test binary: faster to build than one per file.
 
 mod abort;
+mod bad_data;
 mod connections;
 mod crash;
 mod dlq_replay;
@@ -13,6 +14,7 @@ mod helpers;
 mod ingress_auth;
 mod ingress_dedup;
 mod ingress_errors;
+mod ingress_hardening;
 mod ingress_harness;
 mod ingress_probes;
 mod ingress_process;

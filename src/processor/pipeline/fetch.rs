@@ -90,13 +90,13 @@ impl Pipeline {
                     Vendor::Whoop => vendors::whoop::map_api_record(&data_type, &body, &input, &request.vendor_user_id),
                     other => return dead("unsupported_type", &format!("{} records are not fetched", other.slug())),
                 };
-                match mapped {
+                match mapped.and_then(|events| vendors::check_events(&events).map(|()| events)) {
                     Ok(mut events) => {
                         // The connection names our user; an identity link (resolved next) still wins.
                         for event in &mut events {
                             event.user_id.clone_from(&user_id);
                         }
-                        self.events(events, identities, stores)
+                        self.events(record, events, identities, stores)
                     }
                     Err(error) => dead("invalid_api_response", &format!("{} {data_type}: {error}", request.vendor.slug())),
                 }

@@ -9,6 +9,9 @@ use super::*;
 use crate::event::avro::EventCodec;
 use crate::processor::store::MemoryStore;
 
+mod bad_data;
+mod properties;
+
 const TOPOLOGY: &str = include_str!("../../../topologies/biometric.toml");
 
 fn pipeline() -> Pipeline {
@@ -25,15 +28,15 @@ struct MapIdentities {
 }
 
 impl Identities for MapIdentities {
-    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, InfraError> {
+    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, crate::processor::LookupError> {
         if self.down {
-            return Err(InfraError { dependency: "postgresql", message: "down".into() });
+            return Err(InfraError { dependency: "postgresql", message: "down".into() }.into());
         }
         Ok(self.links.get(&(vendor, vendor_user_id.to_owned())).cloned())
     }
-    fn apply(&mut self, change: &IdentityChange) -> Result<(), InfraError> {
+    fn apply(&mut self, change: &IdentityChange) -> Result<(), crate::processor::LookupError> {
         if self.down {
-            return Err(InfraError { dependency: "postgresql", message: "down".into() });
+            return Err(InfraError { dependency: "postgresql", message: "down".into() }.into());
         }
         self.applied.push(change.clone());
         Ok(())

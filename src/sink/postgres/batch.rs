@@ -106,6 +106,7 @@ mod tests {
             source_offset: offset,
             vendor_record_id: None,
             retracts_event_id: None,
+            data_quality: serde_json::json!([]),
         }
     }
 

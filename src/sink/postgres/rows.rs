@@ -7,7 +7,8 @@
 //! metric absent from the document means "not measured", never zero). The event's `lineage`
 //! fills `source_topic/partition/offset`, so a row leads back to its raw webhook.
 //!
-//! `vendor_record_id` and `retracts_event_id` have columns (migration
+//! `data_quality` (migration `20261202000007_event_data_quality.sql`) keeps the values the
+//! processor removed as implausible. `vendor_record_id` and `retracts_event_id` have columns (migration
 //! `20261126000005_event_retractions.sql`: the view `current_biometric_events` leaves out
 //! deletions and what they retract). Not stored: `lineage.delivery_id`, in the raw record the
 //! lineage points to.
@@ -49,7 +50,7 @@ pub const METRIC_FIELDS: [&str; 26] = [
 ];
 
 /// The columns written, in the order [`EventRow`] binds them (`written_at` is set by the database).
-pub const COLUMNS: [&str; 21] = [
+pub const COLUMNS: [&str; 22] = [
     "event_id",
     "user_id",
     "vendor",
@@ -71,6 +72,7 @@ pub const COLUMNS: [&str; 21] = [
     "source_offset",
     "vendor_record_id",
     "retracts_event_id",
+    "data_quality",
 ];
 
 /// One row of `biometric_events`.
@@ -100,6 +102,8 @@ pub struct EventRow {
     pub vendor_record_id: Option<String>,
     /// For DELETED events: the event the deleted vendor record had produced.
     pub retracts_event_id: Option<uuid::Uuid>,
+    /// The event's data-quality notes (values removed as implausible), as the schema names them.
+    pub data_quality: Value,
 }
 
 /// An event that decoded but cannot be a row: a broken producer contract, never an outage.
@@ -148,6 +152,7 @@ impl EventRow {
                 .as_deref()
                 .map(|id| uuid::Uuid::parse_str(id).map_err(|_| RowError::EventId(id.to_owned())))
                 .transpose()?,
+            data_quality: serde_json::to_value(&event.data_quality).expect("notes serialize to JSON"),
         })
     }
 }

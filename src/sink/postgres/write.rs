@@ -126,7 +126,8 @@ async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<()> 
             .push_bind(row.source_partition)
             .push_bind(row.source_offset)
             .push_bind(&row.vendor_record_id)
-            .push_bind(row.retracts_event_id);
+            .push_bind(row.retracts_event_id)
+            .push_bind(sqlx::types::Json(&row.data_quality));
     });
     query.push(" ON CONFLICT (event_id) DO UPDATE SET ");
     let mut set = query.separated(", ");

@@ -13,7 +13,7 @@ mod tests;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use super::time::{date_part, hae_to_millis, whole_seconds};
+use super::time::{date_part, hae_to_millis};
 use super::{NormalizeError, Outcome, RawInput, base_event};
 use crate::event::{BiometricEvent, EventKind, HrvWindow};
 
@@ -212,7 +212,7 @@ fn map_point(
             event.heart_rate_avg_bpm = point.avg.or(point.qty);
             event.heart_rate_max_bpm = point.max;
         }
-        PointMetric::Steps => event.steps = Some(qty?.round() as i64),
+        PointMetric::Steps => event.steps = event.integer("steps", Some(qty?)),
         PointMetric::RespiratoryRate => event.respiratory_rate_bpm = Some(qty?),
         PointMetric::BloodOxygen => event.spo2_pct = Some(qty?),
     }
@@ -232,12 +232,12 @@ fn map_sleep(
     };
     let mut event = new_event(input, user, metric, EventKind::Sleep, date, hae_to_millis(start)?, point.source.clone())?;
     event.measured_until = point.sleep_end.as_deref().map(hae_to_millis).transpose()?;
-    let seconds = |units: Option<f64>| units.map(|units| whole_seconds(units * seconds_per_unit));
-    event.sleep_total_seconds = seconds(point.total_sleep);
-    event.sleep_deep_seconds = seconds(point.deep);
-    event.sleep_light_seconds = seconds(point.core);
-    event.sleep_rem_seconds = seconds(point.rem);
-    event.sleep_awake_seconds = seconds(point.awake);
-    event.time_in_bed_seconds = seconds(point.in_bed);
+    let seconds = |units: Option<f64>| units.map(|units| units * seconds_per_unit);
+    event.sleep_total_seconds = event.integer("sleep_total_seconds", seconds(point.total_sleep));
+    event.sleep_deep_seconds = event.integer("sleep_deep_seconds", seconds(point.deep));
+    event.sleep_light_seconds = event.integer("sleep_light_seconds", seconds(point.core));
+    event.sleep_rem_seconds = event.integer("sleep_rem_seconds", seconds(point.rem));
+    event.sleep_awake_seconds = event.integer("sleep_awake_seconds", seconds(point.awake));
+    event.time_in_bed_seconds = event.integer("time_in_bed_seconds", seconds(point.in_bed));
     Ok(Some(event))
 }

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::event::{BiometricEvent, EventKind, HrvWindow};
-use crate::vendors::time::{date_part, date_to_millis, rfc3339_to_millis, whole_seconds};
+use crate::vendors::time::{date_part, date_to_millis, rfc3339_to_millis};
 use crate::vendors::{NormalizeError, RawInput, base_event};
 
 /// The device every Oura record comes from.
@@ -131,12 +131,12 @@ pub fn map_api_sleep(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) ->
     event.heart_rate_avg_bpm = sleep.average_heart_rate;
     event.heart_rate_min_bpm = sleep.lowest_heart_rate;
     event.respiratory_rate_bpm = sleep.average_breath;
-    event.sleep_total_seconds = sleep.total_sleep_duration.map(whole_seconds);
-    event.sleep_deep_seconds = sleep.deep_sleep_duration.map(whole_seconds);
-    event.sleep_light_seconds = sleep.light_sleep_duration.map(whole_seconds);
-    event.sleep_rem_seconds = sleep.rem_sleep_duration.map(whole_seconds);
-    event.sleep_awake_seconds = sleep.awake_time.map(whole_seconds);
-    event.time_in_bed_seconds = sleep.time_in_bed.map(whole_seconds);
+    event.sleep_total_seconds = event.integer("sleep_total_seconds", sleep.total_sleep_duration);
+    event.sleep_deep_seconds = event.integer("sleep_deep_seconds", sleep.deep_sleep_duration);
+    event.sleep_light_seconds = event.integer("sleep_light_seconds", sleep.light_sleep_duration);
+    event.sleep_rem_seconds = event.integer("sleep_rem_seconds", sleep.rem_sleep_duration);
+    event.sleep_awake_seconds = event.integer("sleep_awake_seconds", sleep.awake_time);
+    event.time_in_bed_seconds = event.integer("time_in_bed_seconds", sleep.time_in_bed);
     event.sleep_efficiency_pct = sleep.efficiency;
     if let Some(readiness) = sleep.readiness {
         event.readiness_score = readiness.score;
@@ -189,7 +189,7 @@ pub fn map_api_daily_activity(json: &[u8], input: &RawInput<'_>, vendor_user_id:
     let activity: Daily<ActivityFields> = serde_json::from_slice(json)?;
     let mut event = activity.event(input, EventKind::Activity, vendor_user_id)?;
     let fields = &activity.fields;
-    event.steps = fields.steps.map(|steps| steps.round() as i64);
+    event.steps = event.integer("steps", fields.steps);
     event.active_calories_kcal = fields.active_calories;
     event.total_calories_kcal = fields.total_calories;
     event.distance_meters = fields.equivalent_walking_distance;

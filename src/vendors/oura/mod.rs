@@ -24,7 +24,7 @@ pub use api::{
     MAPPED_DATA_TYPES, event_kind, map_api_daily_activity, map_api_daily_readiness, map_api_daily_sleep, map_api_heartrate, map_api_record,
     map_api_sleep,
 };
-pub use signature::{SIGNATURE_HEADERS, verify_signature};
+pub use signature::{SIGNATURE_HEADERS, check_headers, verify_signature};
 
 /// The notification body (§2.1). All strings; `event_time` only dates deletions (for data, the
 /// fetched record is the truth, and dedup happens on the record's `id`).

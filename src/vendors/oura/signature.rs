@@ -14,10 +14,21 @@ pub const SIGNATURE_HEADERS: &[&str] = &[SIGNATURE, TIMESTAMP];
 /// Checks the MAC (hex of either case: compared as bytes) and the timestamp's freshness. Oura
 /// documents no replay window; the context's tolerance applies.
 pub fn verify_signature(headers: &HeaderMap, body: &[u8], ctx: &VerifyContext<'_>) -> Result<(), SignatureError> {
+    let (timestamp, mac) = signed(headers, ctx)?;
+    verify_mac(ctx.secret, &[timestamp.as_bytes(), body], &mac)
+}
+
+/// What [`verify_signature`] checks before the body is needed (headers present, well-formed,
+/// fresh): run by the ingress before reading a body.
+pub fn check_headers(headers: &HeaderMap, ctx: &VerifyContext<'_>) -> Result<(), SignatureError> {
+    signed(headers, ctx).map(|_| ())
+}
+
+/// The timestamp as sent (it is part of the signed message) and the decoded MAC.
+fn signed<'h>(headers: &'h HeaderMap, ctx: &VerifyContext<'_>) -> Result<(&'h str, Vec<u8>), SignatureError> {
     let signature = required_header(headers, SIGNATURE, &[])?;
     let timestamp = required_header(headers, TIMESTAMP, &[])?;
     let mac = hex::decode(signature).map_err(|_| SignatureError::Malformed(SIGNATURE))?;
-    let signed_at = parse_timestamp(timestamp, TIMESTAMP)?;
-    verify_mac(ctx.secret, &[timestamp.as_bytes(), body], &mac)?;
-    check_freshness(signed_at, ctx)
+    check_freshness(parse_timestamp(timestamp, TIMESTAMP)?, ctx)?;
+    Ok((timestamp, mac))
 }

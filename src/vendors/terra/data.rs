@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::TerraUser;
 use crate::event::{BiometricEvent, EventKind, HrvWindow};
-use crate::vendors::time::{date_part, rfc3339_to_millis, whole_seconds};
+use crate::vendors::time::{date_part, rfc3339_to_millis};
 use crate::vendors::{NormalizeError, RawInput, base_event};
 
 /// The envelope of a data event. `user` is required: without it the data belongs to no one.
@@ -124,14 +124,6 @@ fn apply_heart_rate(event: &mut BiometricEvent, data: Option<HeartRateData>, win
     }
 }
 
-fn seconds(value: Option<f64>) -> Option<i64> {
-    value.map(whole_seconds)
-}
-
-fn count(value: Option<f64>) -> Option<i64> {
-    value.map(|count| count.round() as i64)
-}
-
 #[derive(Deserialize)]
 struct Sleep {
     metadata: Metadata,
@@ -200,13 +192,14 @@ fn sleep(input: &RawInput<'_>, user: &TerraUser, record: Sleep) -> Result<Biomet
     apply_heart_rate(&mut event, record.heart_rate_data, window);
     if let Some(durations) = record.sleep_durations_data {
         if let Some(asleep) = durations.asleep {
-            event.sleep_total_seconds = seconds(asleep.duration_asleep_state_seconds);
-            event.sleep_deep_seconds = seconds(asleep.duration_deep_sleep_state_seconds);
-            event.sleep_light_seconds = seconds(asleep.duration_light_sleep_state_seconds);
-            event.sleep_rem_seconds = seconds(asleep.duration_rem_sleep_state_seconds);
+            event.sleep_total_seconds = event.integer("sleep_total_seconds", asleep.duration_asleep_state_seconds);
+            event.sleep_deep_seconds = event.integer("sleep_deep_seconds", asleep.duration_deep_sleep_state_seconds);
+            event.sleep_light_seconds = event.integer("sleep_light_seconds", asleep.duration_light_sleep_state_seconds);
+            event.sleep_rem_seconds = event.integer("sleep_rem_seconds", asleep.duration_rem_sleep_state_seconds);
         }
-        event.sleep_awake_seconds = seconds(durations.awake.and_then(|awake| awake.duration_awake_state_seconds));
-        event.time_in_bed_seconds = seconds(durations.other.and_then(|other| other.duration_in_bed_seconds));
+        event.sleep_awake_seconds =
+            event.integer("sleep_awake_seconds", durations.awake.and_then(|awake| awake.duration_awake_state_seconds));
+        event.time_in_bed_seconds = event.integer("time_in_bed_seconds", durations.other.and_then(|other| other.duration_in_bed_seconds));
         event.sleep_efficiency_pct = durations.sleep_efficiency;
     }
     event.readiness_score = record.readiness_data.and_then(|readiness| readiness.readiness);
@@ -237,7 +230,7 @@ fn daily(input: &RawInput<'_>, user: &TerraUser, record: Daily) -> Result<Biomet
     event.local_date = Some(day);
     apply_heart_rate(&mut event, record.heart_rate_data, HrvWindow::DailyMean);
     if let Some(distance) = record.distance_data {
-        event.steps = count(distance.steps);
+        event.steps = event.integer("steps", distance.steps);
         event.distance_meters = distance.distance_meters;
     }
     if let Some(calories) = record.calories_data {
@@ -303,7 +296,7 @@ fn activity(input: &RawInput<'_>, user: &TerraUser, record: Activity) -> Result<
     event.local_date = Some(date_part(&metadata.start_time)?);
     apply_heart_rate(&mut event, record.heart_rate_data, HrvWindow::SessionMean);
     if let Some(summary) = record.distance_data.and_then(|distance| distance.summary) {
-        event.steps = count(summary.steps);
+        event.steps = event.integer("steps", summary.steps);
         event.distance_meters = summary.distance_meters;
     }
     if let Some(calories) = record.calories_data {

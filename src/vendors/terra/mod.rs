@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{NormalizeError, Outcome, RawInput};
 
-pub use signature::{SIGNATURE_HEADERS, verify_signature};
+pub use signature::{SIGNATURE_HEADERS, check_headers, verify_signature};
 
 /// Terra's per-delivery id, stable across retries (§1.5). Chunks of a large request carry
 /// `<id>:chunk:<n>`, so they stay distinct.

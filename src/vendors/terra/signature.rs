@@ -17,14 +17,22 @@ pub const SIGNATURE_HEADERS: &[&str] = &["terra-signature", "x-terra-signature"]
 /// (`v0=…`) are ignored, so an attacker cannot force a downgrade by stripping `v1`. Several `v1`
 /// entries (secret rotation) pass if any matches.
 pub fn verify_signature(headers: &HeaderMap, body: &[u8], ctx: &VerifyContext<'_>) -> Result<(), SignatureError> {
-    let value = required_header(headers, HEADER, ALIASES)?;
-    let signed = SignedValue::parse(value)?;
-    let signed_at = parse_timestamp(signed.timestamp, HEADER)?;
+    let signed = signed_value(headers, ctx)?;
     let parts: [&[u8]; 3] = [signed.timestamp.as_bytes(), b".", body];
-    if !signed.macs.iter().any(|mac| verify_mac(ctx.secret, &parts, mac).is_ok()) {
-        return Err(SignatureError::Mismatch);
-    }
-    check_freshness(signed_at, ctx)
+    if signed.macs.iter().any(|mac| verify_mac(ctx.secret, &parts, mac).is_ok()) { Ok(()) } else { Err(SignatureError::Mismatch) }
+}
+
+/// Everything [`verify_signature`] checks before the body is needed: the header is there and
+/// well-formed, and its timestamp is fresh. The ingress runs it before reading a body, so an
+/// unsigned or replayed request costs no body read and no in-flight slot.
+pub fn check_headers(headers: &HeaderMap, ctx: &VerifyContext<'_>) -> Result<(), SignatureError> {
+    signed_value(headers, ctx).map(|_| ())
+}
+
+fn signed_value<'h>(headers: &'h HeaderMap, ctx: &VerifyContext<'_>) -> Result<SignedValue<'h>, SignatureError> {
+    let signed = SignedValue::parse(required_header(headers, HEADER, ALIASES)?)?;
+    check_freshness(parse_timestamp(signed.timestamp, HEADER)?, ctx)?;
+    Ok(signed)
 }
 
 /// The parsed header value: the timestamp exactly as sent (it is part of the signed message) and

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::event::{BiometricEvent, EventKind, HrvWindow};
-use crate::vendors::time::{local_date_at_offset, rfc3339_to_millis, whole_seconds};
+use crate::vendors::time::{local_date_at_offset, rfc3339_to_millis};
 use crate::vendors::{NormalizeError, RawInput, base_event};
 
 /// The device every WHOOP record comes from.
@@ -152,18 +152,19 @@ struct SleepScore {
     sleep_efficiency_percentage: Option<f64>,
 }
 
-/// Stage durations in milliseconds.
+/// Stage durations in milliseconds. Integers in WHOOP's schema, read as numbers: an absurd value
+/// is then a data-quality note on the event, not a record that cannot be read (or an overflow).
 #[derive(Deserialize)]
 struct StageSummary {
-    total_in_bed_time_milli: Option<i64>,
-    total_awake_time_milli: Option<i64>,
-    total_light_sleep_time_milli: Option<i64>,
-    total_slow_wave_sleep_time_milli: Option<i64>,
-    total_rem_sleep_time_milli: Option<i64>,
+    total_in_bed_time_milli: Option<f64>,
+    total_awake_time_milli: Option<f64>,
+    total_light_sleep_time_milli: Option<f64>,
+    total_slow_wave_sleep_time_milli: Option<f64>,
+    total_rem_sleep_time_milli: Option<f64>,
 }
 
-fn millis_to_seconds(millis: Option<i64>) -> Option<i64> {
-    millis.map(|millis| whole_seconds(millis as f64 / 1000.0))
+fn millis_to_seconds(millis: Option<f64>) -> Option<f64> {
+    millis.map(|millis| millis / 1000.0)
 }
 
 /// A scored sleep (naps included) as SLEEP. Time asleep is light + slow-wave + REM. Like the
@@ -175,12 +176,12 @@ pub fn map_api_sleep(json: &[u8], input: &RawInput<'_>, vendor_user_id: &str) ->
     let mut event = new_event(input, EventKind::Sleep, &sleep.id, vendor_user_id, &sleep.span, wake_up)?;
     if let Some(stages) = score.stage_summary {
         let asleep = [stages.total_light_sleep_time_milli, stages.total_slow_wave_sleep_time_milli, stages.total_rem_sleep_time_milli];
-        event.sleep_total_seconds = millis_to_seconds(asleep.into_iter().sum());
-        event.sleep_deep_seconds = millis_to_seconds(stages.total_slow_wave_sleep_time_milli);
-        event.sleep_light_seconds = millis_to_seconds(stages.total_light_sleep_time_milli);
-        event.sleep_rem_seconds = millis_to_seconds(stages.total_rem_sleep_time_milli);
-        event.sleep_awake_seconds = millis_to_seconds(stages.total_awake_time_milli);
-        event.time_in_bed_seconds = millis_to_seconds(stages.total_in_bed_time_milli);
+        event.sleep_total_seconds = event.integer("sleep_total_seconds", millis_to_seconds(asleep.into_iter().sum()));
+        event.sleep_deep_seconds = event.integer("sleep_deep_seconds", millis_to_seconds(stages.total_slow_wave_sleep_time_milli));
+        event.sleep_light_seconds = event.integer("sleep_light_seconds", millis_to_seconds(stages.total_light_sleep_time_milli));
+        event.sleep_rem_seconds = event.integer("sleep_rem_seconds", millis_to_seconds(stages.total_rem_sleep_time_milli));
+        event.sleep_awake_seconds = event.integer("sleep_awake_seconds", millis_to_seconds(stages.total_awake_time_milli));
+        event.time_in_bed_seconds = event.integer("time_in_bed_seconds", millis_to_seconds(stages.total_in_bed_time_milli));
     }
     event.respiratory_rate_bpm = score.respiratory_rate;
     event.sleep_efficiency_pct = score.sleep_efficiency_percentage;

@@ -22,7 +22,7 @@ use crate::event::Vendor;
 pub use api::{
     MAPPED_DATA_TYPES, event_kind, map_api_cycle, map_api_record, map_api_recovery, map_api_sleep, map_api_workout, recovery_api_path,
 };
-pub use signature::{SIGNATURE_HEADERS, verify_signature};
+pub use signature::{SIGNATURE_HEADERS, check_headers, verify_signature};
 
 /// The notification body (§3.1). `id` is a UUID in v2 (an integer in the retired v1).
 #[derive(Deserialize)]

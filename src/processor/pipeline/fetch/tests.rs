@@ -46,10 +46,10 @@ fn fixture(path: &str) -> Vec<u8> {
 struct Links(HashMap<(Vendor, String), String>);
 
 impl Identities for Links {
-    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, InfraError> {
+    fn resolve(&mut self, vendor: Vendor, vendor_user_id: &str) -> Result<Option<String>, crate::processor::LookupError> {
         Ok(self.0.get(&(vendor, vendor_user_id.to_owned())).cloned())
     }
-    fn apply(&mut self, _change: &IdentityChange) -> Result<(), InfraError> {
+    fn apply(&mut self, _change: &IdentityChange) -> Result<(), crate::processor::LookupError> {
         unreachable!("the fetch stage never changes identities")
     }
 }
