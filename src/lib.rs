@@ -18,7 +18,8 @@
 //! - `kafka/`: header names and topic administration; `identity.rs`: vendor user -> our user.
 //! - `connections/`: Oura / WHOOP accounts connected by OAuth: encrypted tokens, the ingress's
 //!   OAuth callback, refreshes under a Redis lock, `connections add|list|revoke|authorize-url`.
-//! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `db.rs`: plumbing.
+//! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `startup.rs`
+//!   (waiting for dependencies at start), `db.rs`: plumbing.
 
 pub mod cli;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod runtime;
 pub mod secret;
 pub mod shutdown;
 pub mod sink;
+pub mod startup;
 pub mod telemetry;
 pub mod topology;
 pub mod vendors;

@@ -160,6 +160,27 @@ pub static FETCH_OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["vendor", "outcome"],
     )
 });
+pub static TERRA_POINTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("biometric_bridge_terra_pointers_total", "Terra payload pointers by outcome (downloaded, expired, refused).", &["outcome"])
+});
+pub static TERRA_BACKFILLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_terra_backfills_total",
+        "Terra large historical requests by outcome (completed, incomplete: chunks missing after the timeout).",
+        &["outcome"],
+    )
+});
+pub static TERRA_HEALTHCHECKS: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("biometric_bridge_terra_healthchecks_total", "Terra destination healthcheck messages received."));
+pub static TERRA_HEALTHCHECK_LAST_SEEN: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge("biometric_bridge_terra_healthcheck_last_seen_timestamp_seconds", "When the last Terra healthcheck was received (Unix seconds).")
+});
+pub static TERRA_OLDEST_POINTER_AGE: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "biometric_bridge_terra_oldest_pending_pointer_age_seconds",
+        "Age of the oldest Terra pointer consumed but not yet written (its URL expires 300-600 s after Terra sent it).",
+    )
+});
 pub static FETCH_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge("biometric_bridge_fetch_pending", "Fetch-stage records consumed but not yet written (fetch in progress or queued behind one).")
 });
@@ -208,8 +229,9 @@ pub fn render() -> String {
 /// no HTTP server of their own).
 pub async fn serve(addr: std::net::SocketAddr, shutdown: crate::shutdown::CancellationToken) -> anyhow::Result<()> {
     let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "Serving metrics.");
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| anyhow::anyhow!("cannot serve metrics on {addr}: {error}"))?;
+    // The bound address: with port 0 (tests) the log says which port was taken.
+    tracing::info!(addr = %listener.local_addr()?, "Serving metrics.");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     Ok(())
 }

@@ -24,7 +24,11 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(writer).with_target(false)).try_init(),
+        // Colours only for a terminal: log files and collectors must not get escape codes.
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            registry.with(fmt::layer().with_writer(writer).with_target(false).with_ansi(ansi)).try_init()
+        }
         LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true).with_current_span(true).with_writer(writer)).try_init(),
     };
     // A second init (tests that start several components in one process) keeps the first.

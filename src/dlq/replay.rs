@@ -89,7 +89,7 @@ pub fn producer(kafka: &KafkaArgs) -> anyhow::Result<FutureProducer> {
             ("acks", "all"),
             ("enable.idempotence", "true"),
             ("client.id", "biometric-bridge-dlq-replay"),
-            ("message.max.bytes", "6291456"),
+            ("message.max.bytes", &crate::kafka::MAX_RAW_RECORD_BYTES.to_string()),
         ])
         .create()?)
 }

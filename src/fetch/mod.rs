@@ -13,13 +13,18 @@
 //!
 //! - `client.rs`: one vendor API (base URL, HTTP client, rate limiter, concurrency permits);
 //! - `limiter.rs`: token buckets for the documented limits; `backoff.rs`: delays and jitter;
-//! - `reconcile.rs`: re-discovering records whose webhook never came.
+//! - `reconcile.rs`: re-discovering records whose webhook never came; `terra_api.rs`: asking Terra
+//!   to send a window again;
+//! - `download.rs`: Terra payload downloads (pointers); `setup.rs`: building the stage.
 
 pub mod backoff;
 pub mod client;
 pub mod command;
+pub mod download;
 pub mod limiter;
 pub mod reconcile;
+pub mod setup;
+pub mod terra_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +36,7 @@ use crate::connections::{AccessToken, AccessTokens, ConnectionStatus, TokenError
 use crate::event::Vendor;
 use crate::vendors::PendingFetch;
 use client::{Reply, VendorClient};
+use download::{Download, Downloads};
 use limiter::parse_limits;
 
 /// The retry reason when no access token could be had because PostgreSQL or Redis (or the
@@ -56,6 +62,8 @@ pub enum FetchOutcome {
     /// The API refused the request in a way retrying cannot fix (e.g. 400), or answered
     /// something unusable.
     Rejected { reason: String },
+    /// The request's deadline passed (a Terra pointer's URL expired, or its object is gone).
+    Expired { reason: String },
 }
 
 impl FetchOutcome {
@@ -68,6 +76,7 @@ impl FetchOutcome {
             FetchOutcome::NeedsReauth { .. } => "needs_reauth",
             FetchOutcome::NoConnection { .. } => "no_connection",
             FetchOutcome::Rejected { .. } => "rejected",
+            FetchOutcome::Expired { .. } => "expired",
         }
     }
 }
@@ -135,6 +144,10 @@ pub struct FetchArgs {
     /// WHOOP request limits of this instance (WHOOP documents 100 per minute and 10 000 a day).
     #[arg(long, env = "WHOOP_RATE_LIMIT", default_value = "100/60,10000/86400")]
     pub whoop_rate_limit: String,
+
+    /// Terra payload downloads (pointers on its Kafka destination and in large webhooks).
+    #[command(flatten)]
+    pub downloads: download::DownloadArgs,
 }
 
 /// Per-pass limits.
@@ -148,6 +161,7 @@ struct Pass {
 pub struct Fetcher {
     clients: HashMap<Vendor, VendorClient>,
     tokens: Arc<dyn TokenSource>,
+    downloads: Downloads,
     pass: Pass,
 }
 
@@ -170,7 +184,7 @@ impl Fetcher {
             backoff: Duration::from_millis(args.fetch_backoff_ms),
             max_wait: Duration::from_millis(args.fetch_max_wait_ms),
         };
-        Ok(Fetcher { clients, tokens, pass })
+        Ok(Fetcher { clients, tokens, downloads: Downloads::new(&args.downloads)?, pass })
     }
 
     pub fn vendors(&self) -> Vec<Vendor> {
@@ -180,6 +194,7 @@ impl Fetcher {
     /// One fetch pass for `request`.
     pub async fn fetch(&self, request: &PendingFetch) -> FetchOutcome {
         let outcome = match self.clients.get(&request.vendor) {
+            _ if request.vendor == Vendor::Terra => self.download(request).await,
             Some(client) => self.fetch_with(client, request).await,
             None => FetchOutcome::Retry { reason: "vendor_not_configured".to_owned(), retry_after: None },
         };
@@ -208,6 +223,42 @@ impl Fetcher {
         match self.get_with(client, user, &path, &mut token).await {
             Ok(body) => FetchOutcome::Fetched { data_type: request.data_type.clone(), body, user_id: token.user_id },
             Err(outcome) => outcome,
+        }
+    }
+
+    /// One bounded pass of downloading a Terra payload: retried with jittered backoff on
+    /// transient failures while the URL is valid.
+    async fn download(&self, request: &PendingFetch) -> FetchOutcome {
+        let url = request.api_path.as_str();
+        if let Some(reason) = self.downloads.refusal(url) {
+            tracing::warn!(reason, "Terra payload URL refused.");
+            return FetchOutcome::Rejected { reason: format!("url_refused: {reason}") };
+        }
+        let time_left = || {
+            let left = request.expires_at_ms.map(|at| at - chrono::Utc::now().timestamp_millis());
+            left.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        };
+        let mut failures = 0u32;
+        loop {
+            if time_left().is_some_and(|left| left.is_zero()) {
+                return FetchOutcome::Expired { reason: "url_expired".to_owned() };
+            }
+            match self.downloads.get(url).await {
+                Download::Ok(body) => return FetchOutcome::Fetched { data_type: request.data_type.clone(), body, user_id: String::new() },
+                Download::Expired(status) => return FetchOutcome::Expired { reason: format!("http_{status}") },
+                Download::Rejected(status) => return FetchOutcome::Rejected { reason: format!("http_{status}") },
+                Download::Transient(class) => {
+                    failures += 1;
+                    if failures >= self.pass.attempts {
+                        return FetchOutcome::Retry { reason: class, retry_after: None };
+                    }
+                    let mut delay = backoff::jittered(self.pass.backoff, self.pass.max_wait, failures - 1, backoff::unit_random());
+                    if let Some(left) = time_left() {
+                        delay = delay.min(left);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
     }
 

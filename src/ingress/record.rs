@@ -50,7 +50,8 @@ impl Accepted {
         {
             out = headers::with(out, headers::VENDOR_USER_ID, user);
         }
-        for name in Authenticator::signature_headers(self.vendor) {
+        let context: &[&str] = if self.vendor == Vendor::Terra { vendors::terra::CONTEXT_HEADERS } else { &[] };
+        for name in Authenticator::signature_headers(self.vendor).iter().chain(context) {
             if let Some(value) = request_headers.get(*name).and_then(|value| value.to_str().ok()) {
                 out = headers::with(out, name, value);
             }

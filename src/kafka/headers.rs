@@ -17,6 +17,13 @@ pub const TRACE_ID: &str = "trace-id";
 /// The vendor's user id when the ingress knows it from authentication (Apple Health tokens).
 pub const VENDOR_USER_ID: &str = "vendor-user-id";
 
+/// Terra: the reference of the large historical request a data chunk belongs to (Terra's
+/// `terra-reference` request header, copied by the ingress).
+pub const TERRA_REFERENCE: &str = "terra-reference";
+/// Terra: when Terra emitted the payload (its `X-Terra-Ordering-Timestamp`, ms), unchanged across
+/// retries: an older copy must not overwrite a newer one.
+pub const TERRA_ORDERING_TIMESTAMP: &str = "x-terra-ordering-timestamp";
+
 // ---- on output events ----
 /// `NORMAL`, `LOW`, `MEDIUM`, `HIGH`, `CRITICAL`: route without decoding Avro.
 pub const PRIORITY: &str = "priority";
@@ -44,6 +51,15 @@ pub const REPLAYED_FROM: &str = "replayed-from";
 pub const FETCH_PATH: &str = "fetch-path";
 /// The vendor data type of the notified record.
 pub const FETCH_DATA_TYPE: &str = "fetch-data-type";
+
+// ---- on Terra payloads downloaded from a pointer (raw topic) ----
+/// Where the pointer was read: `<topic>/<partition>/<offset>` (the `terra-direct` record, or the
+/// raw webhook that carried it).
+pub const POINTER_ORIGIN: &str = "terra-pointer-origin";
+/// The pointer's payload reference (its `payload_reference`, else an id of its URL).
+pub const TERRA_PAYLOAD_REFERENCE: &str = "terra-payload-reference";
+/// When the payload was downloaded, ms since the epoch.
+pub const DOWNLOADED_AT: &str = "downloaded-at";
 
 // ---- on the fetch retry topic ----
 /// How many fetch passes have failed so far (1 on the first retry record).

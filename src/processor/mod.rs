@@ -10,6 +10,7 @@
 //! The streaming runtime (`runtime/`) owns transactions, offsets, rebalances and the
 //! changelog-backed stores, and calls into this module.
 
+pub mod backfill;
 pub mod baseline;
 pub mod dedup;
 pub mod pipeline;

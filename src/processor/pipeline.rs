@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 
+use super::backfill::{self, Backfill, SourceRecord};
 use super::baseline::{self, BaselineState};
 use super::dedup::{self, Seen, Verdict};
 use super::plausibility;
@@ -29,6 +30,8 @@ use crate::vendors::{self, IdentityChange, NormalizeError, Outcome, RawInput};
 pub const IMPLAUSIBLE_VALUE: &str = "implausible_value";
 /// Dead-letter class: PostgreSQL refused the values the record gave (an identity lookup).
 pub const DATABASE_REJECTED: &str = "database_rejected";
+/// Dead-letter class: a Terra large historical request whose chunks did not all arrive.
+pub const TERRA_BACKFILL_INCOMPLETE: &str = "terra_backfill_incomplete";
 
 /// A consumed record, independent of the Kafka client type.
 #[derive(Clone, Copy)]
@@ -85,6 +88,7 @@ pub trait Identities {
 pub struct TaskStores<'s> {
     pub dedup: Option<&'s mut dyn KeyValueStore<Seen>>,
     pub baseline: Option<&'s mut dyn KeyValueStore<BaselineState>>,
+    pub backfill: Option<&'s mut dyn KeyValueStore<Backfill>>,
 }
 
 /// What a source topic's records need.
@@ -159,7 +163,19 @@ impl Pipeline {
             Err(error) => return Ok(vec![self.rejected(record, &error)]),
         };
         match outcome {
-            Outcome::Events(events) => self.events(record, events, identities, stores),
+            Outcome::Events(events) => {
+                let chunk_of = headers::get(record.headers, headers::TERRA_REFERENCE).filter(|_| vendor == Vendor::Terra);
+                let terra_user = events.first().map(|event| event.vendor_user_id.clone());
+                let mut stores = stores;
+                let backfill = stores.backfill.take();
+                let outputs = self.events(record, events, identities, stores)?;
+                // A chunk of a large historical request: counted once its events are out.
+                if let (Some(reference), Some(store), Some(user)) = (chunk_of, backfill, terra_user) {
+                    let delivery = headers::get(record.headers, headers::DELIVERY_ID).unwrap_or_default();
+                    backfill::chunk(store, &user, reference, delivery, chrono::Utc::now().timestamp_millis());
+                }
+                Ok(outputs)
+            }
             Outcome::Identity(change) => match identities.apply(&change) {
                 Ok(()) => {
                     tracing::info!(?change, "Identity mapping updated.");
@@ -171,7 +187,18 @@ impl Pipeline {
             Outcome::PendingFetch(fetch) => {
                 crate::metrics::RECORDS_OUT.with_label_values(&[&self.topology.pending_fetch_topic]).inc();
                 let mut out = headers::copy(record.headers);
-                out = headers::with(out, headers::FETCH_PATH, &fetch.api_path);
+                if fetch.vendor == Vendor::Terra {
+                    // A pointer's URL is a capability: it stays in the body, not in a header.
+                    if headers::get(record.headers, headers::POINTER_ORIGIN).is_none() {
+                        out = headers::with(
+                            out,
+                            headers::POINTER_ORIGIN,
+                            &format!("{}/{}/{}", record.topic, record.partition, record.offset),
+                        );
+                    }
+                } else {
+                    out = headers::with(out, headers::FETCH_PATH, &fetch.api_path);
+                }
                 out = headers::with(out, headers::FETCH_DATA_TYPE, &fetch.data_type);
                 Ok(vec![Output {
                     topic: self.topology.pending_fetch_topic.clone(),
@@ -183,6 +210,16 @@ impl Pipeline {
             }
             Outcome::Notice { kind, detail } => {
                 crate::metrics::NOTICES.with_label_values(&[&kind]).inc();
+                if vendor == Vendor::Terra
+                    && let (Some(store), Some(request)) = (stores.backfill, vendors::terra::large_request(body))
+                {
+                    self.backfill_notice(record, store, &request);
+                }
+                if vendor == Vendor::Terra && kind == "healthcheck" {
+                    crate::metrics::TERRA_HEALTHCHECKS.inc();
+                    crate::metrics::TERRA_HEALTHCHECK_LAST_SEEN.set(chrono::Utc::now().timestamp());
+                    return Ok(Vec::new());
+                }
                 tracing::info!(vendor = vendor.slug(), kind = %kind, detail = %detail, "Recognised record without data for us; skipped.");
                 Ok(Vec::new())
             }
@@ -233,6 +270,54 @@ impl Pipeline {
             outputs.push(self.encode(&event));
         }
         Ok(outputs)
+    }
+
+    /// A large-request notice: the backfill starts, or learns how many chunks follow.
+    fn backfill_notice(&self, record: &Record<'_>, store: &mut dyn KeyValueStore<Backfill>, request: &vendors::terra::LargeRequest) {
+        // Progress is delivery progress: wall-clock time, not the records' receipt time.
+        let now = chrono::Utc::now().timestamp_millis();
+        match request.expected {
+            Some(expected) => {
+                let source = SourceRecord {
+                    topic: record.topic.to_owned(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    key: record.key.map(<[u8]>::to_vec),
+                    payload: record.payload.unwrap_or_default().to_vec(),
+                };
+                backfill::sending(store, &request.terra_user, &request.reference, expected, source, now);
+            }
+            None => {
+                backfill::started(store, &request.terra_user, &request.reference, now);
+            }
+        }
+    }
+
+    /// The dead letter of a backfill still missing chunks after its timeout: the
+    /// `large_request_sending` notice, naming the reference and what is missing.
+    pub fn backfill_incomplete(&self, key: &str, state: &Backfill) -> Output {
+        let (reference, expected, received) = (key.rsplit('|').next().unwrap_or(key), state.expected.unwrap_or(0), state.chunks.len());
+        let message = format!("large request {reference}: {received} of {expected} chunks arrived before the timeout");
+        let source = state.sending.clone().unwrap_or_else(|| SourceRecord {
+            topic: String::new(),
+            partition: -1,
+            offset: -1,
+            key: None,
+            payload: Vec::new(),
+        });
+        let record = Record {
+            topic: &source.topic,
+            partition: source.partition,
+            offset: source.offset,
+            key: source.key.as_deref(),
+            payload: Some(&source.payload),
+            headers: None,
+            timestamp_ms: None,
+        };
+        let letter = self.dead_letter(&record, TERRA_BACKFILL_INCOMPLETE, &message);
+        let mut out = headers::with(letter.headers, headers::VENDOR, Vendor::Terra.slug());
+        out = headers::with(out, headers::TERRA_REFERENCE, reference);
+        Output { headers: out, ..letter }
     }
 
     fn encode(&self, event: &BiometricEvent) -> Output {
@@ -332,8 +417,17 @@ fn resolve_user(event: &mut BiometricEvent, identities: &mut dyn Identities) -> 
 /// and adding the ingress headers the normalizer reads.
 fn rekey(record: &Record<'_>, repartition_topic: &str) -> Output {
     let body = record.payload.unwrap_or_default();
-    let key = vendors::vendor_user_id(Vendor::Terra, body).map_or_else(|| "terra".to_owned(), |user| format!("terra:{user}"));
+    // Terra's Kafka destination sends pointers without a user: spread them by URL (the payload
+    // they lead to is keyed by its user once downloaded).
+    let pointer = vendors::terra::is_pointer(body);
+    let key = vendors::vendor_user_id(Vendor::Terra, body)
+        .map(|user| format!("terra:{user}"))
+        .or_else(|| pointer.then(|| vendors::terra::pointer::routing_key(body)).flatten())
+        .unwrap_or_else(|| "terra".to_owned());
     let mut out = headers::copy(record.headers);
+    if pointer && headers::get(record.headers, headers::POINTER_ORIGIN).is_none() {
+        out = headers::with(out, headers::POINTER_ORIGIN, &format!("{}/{}/{}", record.topic, record.partition, record.offset));
+    }
     out = headers::with(out, headers::VENDOR, Vendor::Terra.slug());
     if headers::get(record.headers, headers::RECEIVED_AT).is_none() {
         let received_at = record.timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());

@@ -31,6 +31,8 @@ mod fetch;
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often dedup stores drop expired ids.
 const PURGE_EVERY_MS: i64 = 60_000;
+/// How often clock-driven work runs.
+const TIMER_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a transaction step failed, by what must happen next.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,8 @@ pub struct Engine {
     pub fetch: Option<FetchStage>,
     /// The largest record each output topic takes: outputs are checked against it before sending.
     limits: TopicLimits,
+    /// When the clock-driven work last ran ([`Engine::run_timers`]).
+    timers_at: Instant,
 }
 
 impl Engine {
@@ -162,6 +166,7 @@ impl Engine {
             fatal: None,
             fetch,
             limits,
+            timers_at: Instant::now(),
         }
     }
 
@@ -327,11 +332,45 @@ impl Engine {
         if let Some(params) = self.pipeline.topology().dedup {
             self.purge_expired(params.window_ms);
         }
+
         let changelog: Vec<_> = self.tasks.values_mut().flat_map(Task::drain_changelog).collect();
         for (topic, partition, (key, value)) in changelog {
             send_changelog(&self.producer, &topic, partition, &key, value.as_deref())?;
         }
         Ok(())
+    }
+
+    /// Work that is due by the clock rather than by a record: the Terra backfills that stopped
+    /// short of their expected chunks are dead-lettered (checked every second, whether or not
+    /// records arrive: an idle partition must still report them).
+    pub fn run_timers(&mut self) -> Result<(), TxnError> {
+        if self.timers_at.elapsed() < TIMER_EVERY {
+            return Ok(());
+        }
+        self.timers_at = Instant::now();
+        let letters = self.expire_backfills();
+        if !letters.is_empty() {
+            self.begin_if_needed()?;
+            for letter in letters {
+                self.send(letter)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Dead letters for the Terra backfills that stopped short of their expected chunks.
+    fn expire_backfills(&mut self) -> Vec<Output> {
+        let Some(params) = self.pipeline.topology().backfill else { return Vec::new() };
+        let (mut letters, now_ms) = (Vec::new(), chrono::Utc::now().timestamp_millis());
+        for task in self.tasks.values_mut() {
+            if let Some(store) = task.backfill.as_mut() {
+                for (key, state) in crate::processor::backfill::expire(store, now_ms, params.timeout_ms) {
+                    tracing::warn!(backfill = %key, received = state.chunks.len(), expected = ?state.expected, "Terra large request incomplete after its timeout.");
+                    letters.push(self.pipeline.backfill_incomplete(&key, &state));
+                }
+            }
+        }
+        letters
     }
 
     fn purge_expired(&mut self, window_ms: i64) {
@@ -435,8 +474,8 @@ impl Engine {
 /// The stores of task `partition` for a record of a task topic; none for a stateless one.
 fn task_stores(tasks: &mut BTreeMap<i32, Task>, partition: i32, stateful: bool) -> TaskStores<'_> {
     match tasks.get_mut(&partition).filter(|_| stateful) {
-        Some(task) => task.stores(),
-        None => TaskStores { dedup: None, baseline: None },
+        Some(task) => task.task_stores(),
+        None => TaskStores { dedup: None, baseline: None, backfill: None },
     }
 }
 

@@ -96,6 +96,10 @@ pub fn run_loop(
             }
         }
         pace_fetches(engine, consumer)?;
+        if let Err(error) = engine.run_timers() {
+            handle_txn_error(engine, consumer, error)?;
+            continue;
+        }
 
         if engine.commit_due()
             && let Err(error) = engine.commit(consumer)
@@ -110,6 +114,8 @@ pub fn run_loop(
 fn pace_fetches(engine: &mut Engine, consumer: &BaseConsumer<RuntimeContext>) -> anyhow::Result<()> {
     let Some(fetch) = engine.fetch.as_mut() else { return Ok(()) };
     crate::metrics::FETCH_PENDING.set(fetch.waiting() as i64);
+    let oldest = fetch.oldest_terra_pointer_ms().map_or(0, |at| (chrono::Utc::now().timestamp_millis() - at).max(0) / 1000);
+    crate::metrics::TERRA_OLDEST_POINTER_AGE.set(oldest);
     let assigned = consumer.assignment()?;
     let owned = |key: &(String, i32)| assigned.find_partition(&key.0, key.1).is_some();
     let mut pause = TopicPartitionList::new();

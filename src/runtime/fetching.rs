@@ -82,6 +82,9 @@ pub struct FetchStage {
     runtime: tokio::runtime::Handle,
     queues: BTreeMap<PartitionKey, VecDeque<Waiting>>,
     max_pending: usize,
+    /// Bytes of fetched bodies waiting to be written before the fetch partitions pause (Terra
+    /// payloads are ~10 MB each: a count alone would not bound memory).
+    max_pending_bytes: usize,
     /// Partitions to pause (a delayed head) / resume (it became due), for the loop to apply.
     pub to_pause: Vec<PartitionKey>,
     pub to_resume: Vec<PartitionKey>,
@@ -92,13 +95,20 @@ pub struct FetchStage {
 }
 
 impl FetchStage {
-    pub fn new(topics: [String; 2], fetcher: Arc<Fetcher>, runtime: tokio::runtime::Handle, max_pending: usize) -> Self {
+    pub fn new(
+        topics: [String; 2],
+        fetcher: Arc<Fetcher>,
+        runtime: tokio::runtime::Handle,
+        max_pending: usize,
+        max_pending_bytes: usize,
+    ) -> Self {
         FetchStage {
             topics,
             fetcher,
             runtime,
             queues: BTreeMap::new(),
             max_pending: max_pending.max(1),
+            max_pending_bytes: max_pending_bytes.max(1),
             to_pause: Vec::new(),
             to_resume: Vec::new(),
             saturated: false,
@@ -128,12 +138,38 @@ impl FetchStage {
         self.waiting() - blocked
     }
 
+    /// Bytes of fetched bodies waiting to be written.
+    fn buffered_bytes(&self) -> usize {
+        let body = |waiting: &Waiting| match &waiting.state {
+            State::Done { outcome: FetchOutcome::Fetched { body, .. }, .. } => body.len(),
+            _ => 0,
+        };
+        self.queues.values().flatten().map(body).sum()
+    }
+
     pub fn should_pause(&self) -> bool {
-        !self.saturated && self.in_progress() >= self.max_pending
+        !self.saturated && (self.in_progress() >= self.max_pending || self.buffered_bytes() >= self.max_pending_bytes)
     }
 
     pub fn should_resume(&self) -> bool {
-        self.saturated && self.in_progress() <= self.max_pending / 2
+        self.saturated && self.in_progress() <= self.max_pending / 2 && self.buffered_bytes() <= self.max_pending_bytes / 2
+    }
+
+    /// When the oldest Terra pointer still waiting was received (its `received-at`), ms: its URL
+    /// expires 300-600 s after that.
+    pub fn oldest_terra_pointer_ms(&self) -> Option<i64> {
+        self.queues
+            .values()
+            .flatten()
+            .filter(|waiting| match &waiting.state {
+                State::Fetching { request, .. } | State::Done { request, .. } => request.vendor == crate::event::Vendor::Terra,
+                _ => false,
+            })
+            .filter_map(|waiting| {
+                let headers = waiting.message.headers().map(|h| h.as_borrowed());
+                crate::kafka::headers::get(headers, crate::kafka::headers::RECEIVED_AT)?.parse().ok()
+            })
+            .min()
     }
 
     /// Whether records of this partition must wait behind a delayed retry record.

@@ -26,10 +26,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::config::{DatabaseArgs, KafkaArgs, RedisArgs, RegistryArgs};
-use crate::connections::{AccessTokens, ConnectionStore, OAuthArgs, TokenCipher};
-use crate::event::Vendor;
+use crate::connections::OAuthArgs;
+use crate::fetch::FetchArgs;
 use crate::fetch::reconcile::Reconciler;
-use crate::fetch::{FetchArgs, Fetcher};
 use crate::identity::IdentityMap;
 use crate::processor::{Pipeline, TopicLimits};
 use crate::shutdown::CancellationToken;
@@ -94,75 +93,28 @@ pub struct ProcessArgs {
     #[arg(long, env = "FETCH_MAX_PENDING", default_value_t = 256)]
     pub fetch_max_pending: usize,
 
+    /// Bytes of fetched bodies (Terra payloads) waiting to be written before the fetch
+    /// partitions pause.
+    #[arg(long, env = "FETCH_MAX_PENDING_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub fetch_max_pending_bytes: usize,
+
     /// Reconcile every active Oura / WHOOP connection this often (e.g. `6h`; off when unset):
     /// records whose webhook never came are fetched through the same path.
     #[arg(long, env = "RECONCILE_EVERY", value_parser = crate::fetch::reconcile::parse_span)]
     pub reconcile_every: Option<Duration>,
+
+    /// Terra's REST API, for the scheduled reconciliation of Terra users.
+    #[command(flatten)]
+    pub terra: crate::fetch::terra_api::TerraApiArgs,
 
     /// How far back each scheduled reconciliation looks (e.g. `2d`).
     #[arg(long, env = "RECONCILE_WINDOW", value_parser = crate::fetch::reconcile::parse_span, default_value = "2d")]
     pub reconcile_window: Duration,
 }
 
-/// What the fetch stage needs, when fetching is configured: an OAuth client for at least one
-/// notification-only vendor and `TOKEN_ENCRYPTION_KEY`. Without it, notifications simply wait in
-/// `pending-fetch` (14 days' retention) until a processor that can fetch reads them.
-pub struct FetchSetup {
-    pub fetcher: Arc<Fetcher>,
-    pub tokens: AccessTokens,
-    pub store: ConnectionStore,
-    pub bases: Vec<(Vendor, String)>,
-}
-
-/// Builds the fetch stage's parts from the configuration, or `None` (logged) when fetching is
-/// not configured.
-pub async fn fetch_setup(
-    oauth: &OAuthArgs,
-    fetch: &FetchArgs,
-    redis: &RedisArgs,
-    pool: &sqlx::PgPool,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<FetchSetup>> {
-    let Some(key) = crate::secret::load_secret("TOKEN_ENCRYPTION_KEY")? else {
-        tracing::warn!("Fetching disabled: TOKEN_ENCRYPTION_KEY is not set. Oura/WHOOP notifications wait in pending-fetch.");
-        return Ok(None);
-    };
-    let cipher = TokenCipher::from_secret(&key)?;
-    let clients = oauth.clients()?;
-    let mut bases = Vec::new();
-    for (vendor, base) in [(Vendor::Oura, &oauth.oura_api_base), (Vendor::Whoop, &oauth.whoop_api_base)] {
-        if clients.get(vendor).is_some() {
-            bases.push((vendor, base.clone()));
-        } else {
-            tracing::warn!(
-                vendor = vendor.slug(),
-                "No OAuth client id / secret for this vendor: its notifications are retried, then dead-lettered."
-            );
-        }
-    }
-    if bases.is_empty() {
-        tracing::warn!("Fetching disabled: no Oura or WHOOP OAuth client is configured. Notifications wait in pending-fetch.");
-        return Ok(None);
-    }
-    let redis_client = redis::Client::open(redis.redis_url.as_str())
-        .map_err(|error| anyhow::anyhow!("{}", crate::config::redact_url_error(&error.to_string(), &redis.redis_url)))?;
-    let connection = with_backoff("redis", shutdown, || async {
-        tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new(redis_client.clone()))
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out"))?
-            .map_err(|error| anyhow::anyhow!("{}", crate::config::redact_url_error(&error.to_string(), &redis.redis_url)))
-    })
-    .await?;
-    let store = ConnectionStore::new(pool.clone(), cipher);
-    let tokens = AccessTokens::new(store.clone(), clients, connection, Duration::from_secs(15));
-    let fetcher = Arc::new(Fetcher::new(fetch, &bases, Arc::new(tokens.clone()))?);
-    tracing::info!(vendors = ?bases.iter().map(|(v, _)| v.slug()).collect::<Vec<_>>(), "Fetching from vendor APIs enabled.");
-    Ok(Some(FetchSetup { fetcher, tokens, store, bases }))
-}
-
-/// The transactional producer's `message.max.bytes`: 6 MiB, the largest raw webhook (5 MiB)
-/// plus headers, since dead letters and pending fetches carry the raw bytes.
-const PRODUCER_MAX_MESSAGE_BYTES: usize = 6 * 1024 * 1024;
+/// The transactional producer's `message.max.bytes`: the largest raw record, since dead letters,
+/// pending fetches and downloaded Terra payloads carry raw bytes.
+const PRODUCER_MAX_MESSAGE_BYTES: usize = crate::kafka::MAX_RAW_RECORD_BYTES;
 
 /// The largest record every output topic takes, as the broker reports it (`max.message.bytes`,
 /// defaults included), else as the topology sets it.
@@ -199,29 +151,6 @@ fn default_instance_id() -> String {
         .unwrap_or_else(|| "0".to_owned())
 }
 
-/// Retries `attempt` with exponential backoff (capped at 30 s) until it succeeds or shutdown.
-async fn with_backoff<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) => {
-                crate::metrics::INFRA_RETRIES.with_label_values(&[what]).inc();
-                tracing::warn!(dependency = what, %error, retry_in_ms = delay.as_millis() as u64, "Dependency unavailable at start; retrying.");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
 /// `biometric-bridge process`.
 pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topology = args.topology.load()?;
@@ -234,15 +163,18 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     let mut schema_ids = HashMap::new();
     for topic in &topology.event_sinks {
         let subject = format!("{topic}-value");
-        let id = with_backoff("schema_registry", &shutdown, || async {
+        let id = crate::startup::wait_for("schema_registry", &args.registry.registry_url, &shutdown, || async {
             crate::event::avro::register(&settings, &subject).await.map_err(anyhow::Error::from)
         })
         .await?;
         tracing::info!(subject = %subject, schema_id = id, "Event schema registered.");
         schema_ids.insert(topic.clone(), id);
     }
-    let pool = with_backoff("postgresql", &shutdown, || args.database.migrated_pool()).await?;
-    let fetch = fetch_setup(&args.oauth, &args.fetch, &args.redis, &pool, &shutdown).await?;
+    let pool = crate::startup::wait_for("postgresql", &crate::startup::host_of(&args.database.database_url), &shutdown, || {
+        args.database.migrated_pool()
+    })
+    .await?;
+    let fetch = crate::fetch::setup::fetch_setup(&args.oauth, &args.fetch, &args.redis, &pool, &shutdown).await?;
 
     let kafka = &args.kafka;
     let transaction_timeout = args.transaction_timeout_ms.to_string();
@@ -297,7 +229,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
                     crate::metrics::INFRA_RETRIES.with_label_values(&["kafka"]).inc();
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Could not initialise transactions; retrying.");
                     std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    delay = crate::startup::next_delay(delay);
                 }
             }
         }
@@ -305,16 +237,25 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     .await??;
     tracing::info!(transactional_id = %member_id, "Transactions initialised.");
 
-    let stage = fetch.as_ref().map(|setup| {
+    let stage = {
         let topics = [topology.pending_fetch_topic.clone(), topology.fetch.retry_topic.clone()];
-        fetching::FetchStage::new(topics, setup.fetcher.clone(), tokio::runtime::Handle::current(), args.fetch_max_pending)
-    });
-    if let (Some(every), Some(setup)) = (args.reconcile_every, fetch.as_ref()) {
-        let raw_topic = &topology.sources.iter().find(|s| s.format == crate::topology::SourceFormat::Ingress).expect("validated").topic;
-        let reconciler = Reconciler::new(setup.fetcher.clone(), setup.store.clone(), pool.clone(), &args.kafka, raw_topic)?;
+        Some(fetching::FetchStage::new(
+            topics,
+            fetch.fetcher.clone(),
+            tokio::runtime::Handle::current(),
+            args.fetch_max_pending,
+            args.fetch_max_pending_bytes,
+        ))
+    };
+    if let (Some(every), Some(oauth)) = (args.reconcile_every, fetch.oauth.as_ref()) {
+        let reconciler = Reconciler::new(fetch.fetcher.clone(), oauth.store.clone(), pool.clone(), &args.kafka, topology.ingress_topic())?;
         let schedule = crate::fetch::reconcile::Schedule { every, window: args.reconcile_window };
         tracing::info!(every_secs = every.as_secs(), window_secs = args.reconcile_window.as_secs(), "Scheduled reconciliation enabled.");
         tokio::spawn(crate::fetch::reconcile::run_scheduled(schedule, reconciler, shutdown.clone()));
+    }
+    if let (Some(every), Some(terra)) = (args.reconcile_every, crate::fetch::terra_api::TerraApi::from_args(&args.terra)?) {
+        tracing::info!(every_secs = every.as_secs(), "Scheduled Terra reconciliation enabled.");
+        tokio::spawn(crate::fetch::terra_api::run_scheduled(terra, pool.clone(), every, args.reconcile_window, shutdown.clone()));
     }
     let limits = output_limits(&args.kafka, &topology).await;
     let engine = Engine::new(

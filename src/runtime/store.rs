@@ -103,12 +103,15 @@ impl<V: Serialize + DeserializeOwned> KeyValueStore<V> for ChangelogStore<V> {
     }
 }
 
-/// Anything restorable from a changelog partition.
+/// A task's store as the runtime handles it, whatever its value type: restored from its
+/// changelog partition, drained into the transaction, sized for the metrics.
 pub trait Restorable {
     fn changelog(&self) -> (&str, i32);
     fn apply_record(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
     fn entries(&self) -> usize;
     fn store_name(&self) -> &str;
+    /// The changed keys' records for the current transaction.
+    fn drain(&mut self) -> Vec<ChangelogRecord>;
 }
 
 impl<V: Serialize + DeserializeOwned> Restorable for ChangelogStore<V> {
@@ -123,6 +126,9 @@ impl<V: Serialize + DeserializeOwned> Restorable for ChangelogStore<V> {
     }
     fn store_name(&self) -> &str {
         &self.name
+    }
+    fn drain(&mut self) -> Vec<ChangelogRecord> {
+        self.drain_pending()
     }
 }
 

@@ -6,6 +6,7 @@
 //! a user's records and holds all of that user's state.
 
 use crate::processor::TaskStores;
+use crate::processor::backfill::Backfill;
 use crate::processor::baseline::BaselineState;
 use crate::processor::dedup::Seen;
 use crate::topology::Topology;
@@ -16,6 +17,7 @@ pub struct Task {
     pub partition: i32,
     pub dedup: Option<ChangelogStore<Seen>>,
     pub baseline: Option<ChangelogStore<BaselineState>>,
+    pub backfill: Option<ChangelogStore<Backfill>>,
     /// Largest `received_at` seen (ms): the task's stream time, used to expire dedup entries.
     pub stream_time_ms: i64,
     pub last_purge_ms: i64,
@@ -36,18 +38,21 @@ impl Task {
             partition,
             dedup: store("dedup").map(|(name, changelog)| ChangelogStore::new(&name, &changelog, partition)),
             baseline: store("hrv-baseline").map(|(name, changelog)| ChangelogStore::new(&name, &changelog, partition)),
+            backfill: store("terra-backfill").map(|(name, changelog)| ChangelogStore::new(&name, &changelog, partition)),
             stream_time_ms: i64::MIN,
             last_purge_ms: i64::MIN,
         }
     }
 
-    pub fn stores(&mut self) -> TaskStores<'_> {
+    pub fn task_stores(&mut self) -> TaskStores<'_> {
         TaskStores {
             dedup: self.dedup.as_mut().map(|s| s as &mut dyn crate::processor::store::KeyValueStore<Seen>),
             baseline: self.baseline.as_mut().map(|s| s as &mut dyn crate::processor::store::KeyValueStore<BaselineState>),
+            backfill: self.backfill.as_mut().map(|s| s as &mut dyn crate::processor::store::KeyValueStore<Backfill>),
         }
     }
 
+    /// Every store of the task, for the runtime's generic handling.
     pub fn restorables(&mut self) -> Vec<&mut dyn Restorable> {
         let mut all: Vec<&mut dyn Restorable> = Vec::new();
         if let Some(store) = self.dedup.as_mut() {
@@ -56,32 +61,40 @@ impl Task {
         if let Some(store) = self.baseline.as_mut() {
             all.push(store);
         }
+        if let Some(store) = self.backfill.as_mut() {
+            all.push(store);
+        }
+        all
+    }
+
+    fn stores(&self) -> Vec<&dyn Restorable> {
+        let mut all: Vec<&dyn Restorable> = Vec::new();
+        if let Some(store) = &self.dedup {
+            all.push(store);
+        }
+        if let Some(store) = &self.baseline {
+            all.push(store);
+        }
+        if let Some(store) = &self.backfill {
+            all.push(store);
+        }
         all
     }
 
     /// Changelog records of every store, with their topic, for the current transaction.
     pub fn drain_changelog(&mut self) -> Vec<(String, i32, ChangelogRecord)> {
-        let mut out = Vec::new();
-        if let Some(store) = self.dedup.as_mut() {
-            let topic = store.changelog_topic.clone();
-            out.extend(store.drain_pending().into_iter().map(|r| (topic.clone(), self.partition, r)));
-        }
-        if let Some(store) = self.baseline.as_mut() {
-            let topic = store.changelog_topic.clone();
-            out.extend(store.drain_pending().into_iter().map(|r| (topic.clone(), self.partition, r)));
-        }
-        out
+        let partition = self.partition;
+        self.restorables()
+            .into_iter()
+            .flat_map(|store| {
+                let topic = store.changelog().0.to_owned();
+                store.drain().into_iter().map(move |record| (topic.clone(), partition, record))
+            })
+            .collect()
     }
 
     /// Entries per store name, for the size gauge.
     pub fn sizes(&self) -> Vec<(&str, usize)> {
-        let mut sizes = Vec::new();
-        if let Some(store) = &self.dedup {
-            sizes.push((store.name.as_str(), crate::processor::store::KeyValueStore::len(store)));
-        }
-        if let Some(store) = &self.baseline {
-            sizes.push((store.name.as_str(), crate::processor::store::KeyValueStore::len(store)));
-        }
-        sizes
+        self.stores().into_iter().map(|store| (store.store_name(), store.entries())).collect()
     }
 }

@@ -33,6 +33,7 @@ pub struct Topology {
     /// Processor names and types in order, for `describe`.
     pub processors: Vec<(String, &'static str, Option<String>)>,
     pub dedup: Option<DedupParams>,
+    pub backfill: Option<BackfillParams>,
     pub thresholds: ThresholdParams,
     pub baseline: Option<BaselineParams>,
     /// What a measurement must lie within to be used at all.
@@ -70,6 +71,13 @@ pub struct FetchParams {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DedupParams {
     pub window_ms: i64,
+}
+
+/// Terra large historical requests: how long a backfill may go without progress before its
+/// missing chunks are reported (`processor::backfill`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackfillParams {
+    pub timeout_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -269,6 +277,7 @@ impl Validator<'_> {
         let store_names: HashSet<&str> = stores.iter().map(|s| s.name.get_ref().as_str()).collect();
         let mut used_stores = HashSet::new();
         let mut dedup = None;
+        let mut backfill = None;
         let mut thresholds = None;
         let mut baseline = None;
         let mut order = Vec::new();
@@ -285,6 +294,7 @@ impl Validator<'_> {
             }
             match kind {
                 "dedup" => dedup = Some(self.dedup(processor)?),
+                "terra-backfill" => backfill = Some(self.backfill(processor)?),
                 "hrv-thresholds" => thresholds = Some(self.thresholds(processor)?),
                 "hrv-baseline" => baseline = Some(self.baseline(processor)?),
                 _ => {}
@@ -367,6 +377,7 @@ impl Validator<'_> {
             sources,
             processors: order,
             dedup,
+            backfill,
             thresholds: thresholds.unwrap_or_default(),
             baseline,
             plausibility,
@@ -405,6 +416,7 @@ impl Validator<'_> {
         const TYPES: &[(&str, &[&str])] = &[
             ("normalize", &[]),
             ("dedup", &["store", "window_days"]),
+            ("terra-backfill", &["store", "timeout_secs"]),
             (
                 "hrv-thresholds",
                 &["rmssd_critical_below_ms", "rmssd_high_below_ms", "sdnn_enabled", "sdnn_critical_below_ms", "sdnn_high_below_ms"],
@@ -447,6 +459,18 @@ impl Validator<'_> {
             ));
         }
         Ok(DedupParams { window_ms: i64::from(days) * 86_400_000 })
+    }
+
+    fn backfill(&self, p: &ProcessorSpec) -> Result<BackfillParams, TopologyError> {
+        let secs = p.timeout_secs.as_ref().map_or(6 * 3_600, |h| *h.get_ref());
+        if secs == 0 {
+            return Err(self.error(
+                p.timeout_secs.as_ref().expect("0 is only read from the file"),
+                "processors.timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(BackfillParams { timeout_ms: i64::from(secs) * 1_000 })
     }
 
     fn thresholds(&self, p: &ProcessorSpec) -> Result<ThresholdParams, TopologyError> {

@@ -85,6 +85,8 @@ pub struct ProcessorSpec {
     pub store: Option<Spanned<String>>,
     // dedup
     pub window_days: Option<Spanned<u32>>,
+    // terra-backfill
+    pub timeout_secs: Option<Spanned<u32>>,
     // hrv-thresholds
     pub rmssd_critical_below_ms: Option<Spanned<f64>>,
     pub rmssd_high_below_ms: Option<Spanned<f64>>,
@@ -109,6 +111,7 @@ impl ProcessorSpec {
         collect!(
             store,
             window_days,
+            timeout_secs,
             rmssd_critical_below_ms,
             rmssd_high_below_ms,
             sdnn_enabled,

@@ -24,7 +24,11 @@ fn shipped_topology_is_valid() {
     assert_eq!(events.partitions, 10);
     assert_eq!(events.configs.get("compression.type").map(String::as_str), Some("snappy"));
     let raw = topology.topic("raw-webhooks").unwrap();
-    assert_eq!(raw.configs.get("max.message.bytes").map(String::as_str), Some("6291456"), "a 5 MiB webhook fits");
+    assert_eq!(
+        raw.configs.get("max.message.bytes").map(String::as_str),
+        Some(crate::kafka::MAX_RAW_RECORD_BYTES.to_string().as_str()),
+        "the largest raw record fits"
+    );
     let changelog = topology.topic("biometric-bridge-dedup-changelog").unwrap();
     assert_eq!(changelog.configs.get("cleanup.policy").map(String::as_str), Some("compact"));
     assert_eq!(changelog.partitions, topology.topic("raw-webhooks").unwrap().partitions);

@@ -89,8 +89,11 @@ pub struct PendingFetch {
     pub data_type: String,
     /// The vendor's record id to fetch.
     pub object_id: String,
-    /// The API path to GET (relative to the vendor's API base), e.g. `/v2/usercollection/sleep/<id>`.
+    /// The API path to GET (relative to the vendor's API base), e.g. `/v2/usercollection/sleep/<id>`;
+    /// for a Terra payload pointer, the pre-signed URL itself.
     pub api_path: String,
+    /// When the request stops being possible (a Terra pointer's URL expires), ms since the epoch.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// The kind of event a notification-only vendor's record of `data_type` is mapped to, keyed by
@@ -109,7 +112,8 @@ pub fn fetch_is_mapped(vendor: Vendor, data_type: &str) -> bool {
     match vendor {
         Vendor::Oura => oura::MAPPED_DATA_TYPES.contains(&data_type),
         Vendor::Whoop => whoop::MAPPED_DATA_TYPES.contains(&data_type),
-        _ => false,
+        Vendor::Terra => data_type == terra::pointer::DATA_TYPE,
+        Vendor::AppleHealth => false,
     }
 }
 

@@ -136,6 +136,25 @@ impl Drop for ProcessorGuard {
 }
 
 impl ProcessorGuard {
+    /// The processor's `/metrics` text (its address is read from its log).
+    pub async fn metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            // The last start's line: a restarted processor appends to the same log.
+            let found = log.lines().rev().find(|line| line.contains("Serving metrics.")).and_then(|line| {
+                let start = line.find("addr=")? + 5;
+                Some(line[start..].split_whitespace().next()?.to_owned())
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "the processor never served metrics:\n{}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -26,5 +26,7 @@ mod sink_support;
 mod state;
 mod subscriptions;
 mod terra_end_to_end;
+mod terra_pointers;
+mod terra_sim;
 mod vendor_sim;
 mod vendor_sim_selftest;

@@ -23,6 +23,32 @@ use crate::vendors::{self, Outcome, PendingFetch};
 /// replayed letter starts a fresh chain of passes.
 const CHAIN_HEADERS: &[&str] = &[headers::FETCH_ATTEMPT, headers::FETCH_NOT_BEFORE, headers::FETCH_LAST_ERROR];
 
+/// Headers of a pointer record that do not describe the payload it points to: the fetch chain,
+/// the fetch plan, and the pointer webhook's signature and delivery id.
+const POINTER_ONLY_HEADERS: &[&str] = &[
+    headers::FETCH_ATTEMPT,
+    headers::FETCH_NOT_BEFORE,
+    headers::FETCH_LAST_ERROR,
+    headers::FETCH_PATH,
+    headers::FETCH_DATA_TYPE,
+    headers::DELIVERY_ID,
+    "terra-signature",
+    "x-terra-signature",
+];
+
+/// Dead-letter class: a Terra pointer whose URL expired (or whose object is gone) before its
+/// payload was downloaded.
+pub const TERRA_PAYLOAD_EXPIRED: &str = "terra_payload_expired";
+/// Dead-letter class: a Terra pointer whose URL may not be downloaded (not HTTPS, a host outside
+/// `TERRA_PAYLOAD_HOSTS`) or whose download was refused for good.
+pub const TERRA_PAYLOAD_REFUSED: &str = "terra_payload_refused";
+
+/// The `fetch-not-before` of a retry record.
+fn retry_not_before(retry: &Output) -> Option<i64> {
+    use rdkafka::message::Headers;
+    retry.headers.iter().find(|h| h.key == headers::FETCH_NOT_BEFORE).and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+}
+
 /// What a record of the fetch stage needs.
 #[derive(Debug)]
 pub enum FetchPlan {
@@ -63,6 +89,9 @@ impl Pipeline {
                 tracing::info!(vendor = vendor.slug(), data_type = %request.data_type, "No mapping for this data type; not fetched.");
                 FetchPlan::Done(Vec::new())
             }
+            Ok(Outcome::PendingFetch(request)) if request.expires_at_ms.is_some_and(|at| at <= now_ms) => {
+                FetchPlan::Done(vec![self.expired(record, &request, "the URL expired before it could be downloaded")])
+            }
             Ok(Outcome::PendingFetch(request)) => FetchPlan::Fetch { request, attempt },
             Ok(_) => FetchPlan::Done(vec![self.dead_letter(record, "not_a_notification", "record names nothing to fetch")]),
             Err(error) => FetchPlan::Done(vec![self.rejected(record, &error)]),
@@ -82,6 +111,9 @@ impl Pipeline {
         stores: TaskStores<'_>,
     ) -> Result<Vec<Output>, InfraError> {
         let dead = |class: &str, message: &str| Ok(vec![self.dead_letter_without(record, class, message, CHAIN_HEADERS)]);
+        if request.vendor == Vendor::Terra {
+            return Ok(self.downloaded(record, request, attempt, outcome, now_ms));
+        }
         match outcome {
             FetchOutcome::Fetched { data_type, body, user_id } => {
                 let input = raw_input(record, request.vendor, record.payload.unwrap_or_default());
@@ -119,7 +151,75 @@ impl Pipeline {
             FetchOutcome::NeedsReauth { reason } => dead("connection_needs_reauth", &reason),
             FetchOutcome::NoConnection { reason } => dead("no_connection", &reason),
             FetchOutcome::Rejected { reason } => dead("fetch_rejected", &reason),
+            FetchOutcome::Expired { reason } => dead("fetch_failed", &reason),
         }
+    }
+
+    /// The outputs of one download pass of a Terra payload pointer: the payload itself, as a raw
+    /// record of the ingress topic, keyed by its user and naming where it came from. Replay and
+    /// re-normalization then work long after the URL has expired: the raw topic stays the system
+    /// of record.
+    fn downloaded(&self, record: &Record<'_>, request: &PendingFetch, attempt: u32, outcome: FetchOutcome, now_ms: i64) -> Vec<Output> {
+        match outcome {
+            FetchOutcome::Fetched { body, .. } => {
+                if matches!(vendors::terra::kind(&body).as_deref(), Some("s3_payload" | "s3_upload")) {
+                    return vec![self.dead_letter_without(
+                        record,
+                        "invalid_api_response",
+                        "the payload is itself a pointer",
+                        CHAIN_HEADERS,
+                    )];
+                }
+                crate::metrics::TERRA_POINTERS.with_label_values(&["downloaded"]).inc();
+                vec![self.raw_payload(record, request, body, now_ms)]
+            }
+            FetchOutcome::Expired { reason } => vec![self.expired(record, request, &reason)],
+            FetchOutcome::Rejected { reason } => {
+                crate::metrics::TERRA_POINTERS.with_label_values(&["refused"]).inc();
+                vec![self.dead_letter_without(record, TERRA_PAYLOAD_REFUSED, &reason, CHAIN_HEADERS)]
+            }
+            FetchOutcome::Retry { reason, retry_after } => {
+                let pass = attempt + 1;
+                let retry = self.retry(record, pass, &reason, retry_after, now_ms);
+                let not_before = retry_not_before(&retry);
+                match request.expires_at_ms {
+                    // The next pass would come too late: the data is only recoverable from Terra now.
+                    Some(expires_at) if not_before.is_some_and(|at| at >= expires_at) => {
+                        vec![self.expired(record, request, &format!("{reason}; the URL expires before another pass"))]
+                    }
+                    _ if pass > self.topology.fetch.max_retries => {
+                        vec![self.dead_letter_without(record, "fetch_failed", &format!("{reason} on {pass} passes"), CHAIN_HEADERS)]
+                    }
+                    _ => vec![retry],
+                }
+            }
+            other => vec![self.dead_letter_without(record, "fetch_failed", &format!("unexpected {}", other.label()), CHAIN_HEADERS)],
+        }
+    }
+
+    /// The dead letter of a pointer whose payload can no longer be downloaded. Recover the data
+    /// with `reconcile --vendor terra` (Terra re-sends the window).
+    fn expired(&self, record: &Record<'_>, request: &PendingFetch, reason: &str) -> Output {
+        crate::metrics::TERRA_POINTERS.with_label_values(&["expired"]).inc();
+        let message = format!("{reason} (terra user {}, payload {})", request.vendor_user_id, request.object_id);
+        let letter = self.dead_letter_without(record, TERRA_PAYLOAD_EXPIRED, &message, CHAIN_HEADERS);
+        Output { headers: headers::with(letter.headers, headers::TERRA_PAYLOAD_REFERENCE, &request.object_id), ..letter }
+    }
+
+    /// The downloaded payload as a raw record of the ingress topic.
+    fn raw_payload(&self, record: &Record<'_>, request: &PendingFetch, body: Vec<u8>, now_ms: i64) -> Output {
+        let key = vendors::vendor_user_id(Vendor::Terra, &body).map_or_else(|| "terra".to_owned(), |user| format!("terra:{user}"));
+        // The pointer's own signature headers sign the pointer, not the payload: not copied.
+        let mut out = headers::copy_except(record.headers, POINTER_ONLY_HEADERS);
+        out = headers::with(out, headers::DELIVERY_ID, &format!("terra-payload:{}", request.object_id));
+        out = headers::with(out, headers::TERRA_PAYLOAD_REFERENCE, &request.object_id);
+        out = headers::with(out, headers::DOWNLOADED_AT, &now_ms.to_string());
+        if headers::get(record.headers, headers::POINTER_ORIGIN).is_none() {
+            out = headers::with(out, headers::POINTER_ORIGIN, &format!("{}/{}/{}", record.topic, record.partition, record.offset));
+        }
+        let topic = self.topology.ingress_topic().to_owned();
+        crate::metrics::RECORDS_OUT.with_label_values(&[&topic]).inc();
+        Output { topic, key: Some(key.into_bytes()), payload: body, headers: out, received_at_ms: None }
     }
 
     /// The notification again, on the retry topic, after pass `pass` failed.

@@ -80,7 +80,7 @@ fn run(
         headers: Some(headers.as_borrowed()),
         timestamp_ms: Some(1_795_660_000_000),
     };
-    let stores = TaskStores { dedup: Some(dedup), baseline: Some(baseline) };
+    let stores = TaskStores { dedup: Some(dedup), baseline: Some(baseline), backfill: None };
     pipeline().process(&record, identities, stores).map(|outputs| Run { outputs })
 }
 
@@ -279,7 +279,8 @@ fn terra_direct_records_are_rekeyed_into_the_repartition_topic() {
         headers: None,
         timestamp_ms: Some(1_795_660_000_000),
     };
-    let outputs = pipeline().process(&record, &mut MapIdentities::default(), TaskStores { dedup: None, baseline: None }).unwrap();
+    let outputs =
+        pipeline().process(&record, &mut MapIdentities::default(), TaskStores { dedup: None, baseline: None, backfill: None }).unwrap();
     assert_eq!(outputs.len(), 1);
     let out = &outputs[0];
     assert_eq!(out.topic, "biometric-bridge-terra-direct-repartition");

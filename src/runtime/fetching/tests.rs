@@ -59,10 +59,16 @@ impl Harness {
             fetch_max_wait_ms: 0,
             oura_rate_limit: "5000/300".to_owned(),
             whoop_rate_limit: "100/60".to_owned(),
+            downloads: crate::fetch::download::DownloadArgs {
+                terra_payload_hosts: vec![".amazonaws.com".to_owned()],
+                insecure_terra_payload_http: false,
+                terra_download_concurrency: 1,
+                terra_download_timeout_ms: 1_000,
+            },
         };
         let fetcher = Arc::new(Fetcher::new(&args, &[], Arc::new(FakeTokens)).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let stage = FetchStage::new([PENDING.to_owned(), RETRY.to_owned()], fetcher, runtime.handle().clone(), max_pending);
+        let stage = FetchStage::new([PENDING.to_owned(), RETRY.to_owned()], fetcher, runtime.handle().clone(), max_pending, usize::MAX);
         Harness { stage, runtime }
     }
 
@@ -103,6 +109,7 @@ fn request() -> PendingFetch {
         data_type: "sleep".to_owned(),
         object_id: "s1".to_owned(),
         api_path: "/v2/usercollection/sleep/s1".to_owned(),
+        expires_at_ms: None,
     }
 }
 

@@ -64,6 +64,7 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
                 data_type: notification.data_type,
                 object_id: notification.object_id,
                 api_path,
+                expires_at_ms: None,
             }))
         }
         "delete" => {

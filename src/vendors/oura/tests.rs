@@ -41,6 +41,7 @@ fn pending(data_type: &str, object_id: &str, api_path: &str) -> Outcome {
         data_type: data_type.to_owned(),
         object_id: object_id.to_owned(),
         api_path: api_path.to_owned(),
+        expires_at_ms: None,
     })
 }
 

@@ -5,11 +5,12 @@
 //! - [`delivery_id`] / [`vendor_user_id`]: the smallest parses the ingress needs for dedup and the
 //!   Kafka key.
 //! - [`normalize`]: dispatch on the envelope's `type`: data events become events (`data.rs`), the
-//!   connection lifecycle becomes identity changes (`identity.rs`), everything else recognised is
-//!   a notice.
+//!   connection lifecycle becomes identity changes (`identity.rs`), payload pointers become
+//!   downloads for the fetch stage (`pointer.rs`), everything else recognised is a notice.
 
 mod data;
 mod identity;
+pub mod pointer;
 mod signature;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,10 @@ use super::{NormalizeError, Outcome, RawInput};
 
 pub use signature::{SIGNATURE_HEADERS, check_headers, verify_signature};
 
+/// Request headers the ingress keeps on the raw record besides the signature: the large request
+/// a chunk belongs to, and when Terra emitted the payload (for last-write-wins, §1.5).
+pub const CONTEXT_HEADERS: &[&str] = &["terra-reference", "x-terra-ordering-timestamp"];
+
 /// Terra's per-delivery id, stable across retries (§1.5). Chunks of a large request carry
 /// `<id>:chunk:<n>`, so they stay distinct.
 const TRACE_ID_HEADER: &str = "x-terra-trace-id";
@@ -30,7 +35,6 @@ fn notice_reason(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "athlete" | "nutrition" | "menstruation" => "data type not used by this pipeline",
         "large_request_processing" | "large_request_sending" | "processing" => "progress notice; the data follows in later events",
-        "s3_payload" | "s3_upload" => "ping-mode pointer to a payload stored by Terra",
         "connection_error" | "permission_change" | "google_no_datasource" | "rate_limit_hit" => "connection status notice without data",
         "healthcheck" => "destination health check",
         _ => return None,
@@ -74,12 +78,51 @@ pub fn vendor_user_id(body: &[u8]) -> Option<String> {
     keys.user.or(keys.new_user).map(|user| user.user_id)
 }
 
+/// A progress notice of a large historical request (§1.1): `large_request_processing`, then
+/// `large_request_sending` with the number of chunks to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LargeRequest {
+    pub terra_user: String,
+    pub reference: String,
+    /// `expected_payloads` (on `large_request_sending` only).
+    pub expected: Option<u32>,
+}
+
+/// The large-request notice in `body`, if it is one with a user and a reference.
+pub fn large_request(body: &[u8]) -> Option<LargeRequest> {
+    #[derive(Deserialize)]
+    struct Notice {
+        #[serde(rename = "type")]
+        kind: String,
+        reference: Option<String>,
+        expected_payloads: Option<u32>,
+        user: Option<TerraUser>,
+    }
+    let notice: Notice = serde_json::from_slice(body).ok()?;
+    if !notice.kind.starts_with("large_request_") {
+        return None;
+    }
+    Some(LargeRequest { terra_user: notice.user?.user_id, reference: notice.reference?, expected: notice.expected_payloads })
+}
+
+/// Whether `body` is a payload pointer (`s3_payload`, or `s3_upload` in older docs).
+pub fn is_pointer(body: &[u8]) -> bool {
+    matches!(kind(body).as_deref(), Some("s3_payload" | "s3_upload"))
+}
+
+/// The webhook's `type`, if the body has one (cheap: the leading key when Terra wrote it first).
+pub fn kind(body: &[u8]) -> Option<String> {
+    event_type(body).ok()
+}
+
 /// Normalizes one Terra webhook body (see the module docs for the dispatch).
 pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let kind = event_type(input.body)?;
     match kind.as_str() {
         "sleep" | "daily" | "body" | "activity" => data::normalize(&kind, input).map(Outcome::Events),
         "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => identity::normalize(&kind, input.body),
+        // Terra's Kafka destination, ping mode and large payloads: a link to the data.
+        "s3_payload" | "s3_upload" => pointer::normalize(input),
         other => {
             // Nothing else parses the body of a notice: make sure it is JSON all the same.
             serde_json::from_slice::<serde::de::IgnoredAny>(input.body)?;

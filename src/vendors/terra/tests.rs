@@ -325,7 +325,7 @@ fn recognised_types_without_data_are_notices() {
             other => panic!("{kind}: {other:?}"),
         }
     }
-    for kind in ["s3_payload", "healthcheck", "connection_error", "rate_limit_hit", "nutrition", "menstruation"] {
+    for kind in ["healthcheck", "connection_error", "rate_limit_hit", "nutrition", "menstruation"] {
         let body = format!(r#"{{"type":"{kind}","status":"success"}}"#);
         assert!(matches!(normalize(&input(body.as_bytes())), Ok(Outcome::Notice { .. })), "{kind}");
     }

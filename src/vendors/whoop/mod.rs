@@ -80,6 +80,7 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         vendor_user_id: notification.user_id.to_string(),
         data_type: data_type.to_owned(),
         api_path: format!("/v2/activity/{collection}/{}", notification.id),
+        expires_at_ms: None,
         object_id: notification.id,
     }))
 }

@@ -99,6 +99,7 @@ fn oura_request() -> PendingFetch {
         data_type: "sleep".to_owned(),
         object_id: OURA_SLEEP_ID.to_owned(),
         api_path: format!("/v2/usercollection/sleep/{OURA_SLEEP_ID}"),
+        expires_at_ms: None,
     }
 }
 
@@ -109,6 +110,7 @@ fn whoop_recovery_request() -> PendingFetch {
         data_type: "recovery".to_owned(),
         object_id: WHOOP_SLEEP_ID.to_owned(),
         api_path: format!("/v2/activity/sleep/{WHOOP_SLEEP_ID}"),
+        expires_at_ms: None,
     }
 }
 
@@ -136,7 +138,8 @@ fn run_fetched(
     dedup: Option<&mut MemoryStore<Seen>>,
 ) -> Vec<Output> {
     let mut baseline = MemoryStore::<BaselineState>::default();
-    let stores = TaskStores { dedup: dedup.map(|store| store as &mut dyn KeyValueStore<Seen>), baseline: Some(&mut baseline) };
+    let stores =
+        TaskStores { dedup: dedup.map(|store| store as &mut dyn KeyValueStore<Seen>), baseline: Some(&mut baseline), backfill: None };
     pipeline().fetched(record, request, attempt, outcome, NOW_MS, links, stores).unwrap()
 }
 
@@ -356,9 +359,9 @@ fn a_fetched_body_that_is_not_a_record_is_a_dead_letter() {
 
 #[test]
 fn a_fetch_for_a_vendor_without_an_api_mapper_is_a_dead_letter() {
-    let headers = notification_headers("terra", &[]);
-    let body = fixture("terra/sleep.json");
-    let request = PendingFetch { vendor: Vendor::Terra, ..oura_request() };
+    let headers = notification_headers("apple-health", &[]);
+    let body = fixture("apple_healthkit/hae_metrics.json");
+    let request = PendingFetch { vendor: Vendor::AppleHealth, ..oura_request() };
     let outcome = fetched("sleep", fixture("oura/api_sleep.json"));
     let outputs = run_fetched(&record(PENDING_FETCH, &headers, &body), &request, 0, outcome, &mut Links::default(), None);
     single_dead_letter(outputs, "unsupported_type");
@@ -474,4 +477,68 @@ fn unfetchable_outcomes_are_dead_letters_with_their_class() {
         assert_eq!(out.key.as_deref(), Some(KEY), "{class}");
         assert_eq!(header(&out, headers::VENDOR).as_deref(), Some("oura"), "{class}");
     }
+}
+
+// ---- Terra payload pointers ----
+
+const POINTER: &[u8] = br#"{"status":"success","type":"s3_payload","url":"https://terra.s3.amazonaws.com/p/1","expires_in":600}"#;
+
+/// The download request of [`POINTER`] (received at 1795660000000: it expires 600 s later).
+fn pointer_request() -> PendingFetch {
+    let input = crate::vendors::test_support::raw_input(Vendor::Terra, POINTER);
+    let input = crate::vendors::RawInput { received_at_ms: 1_795_660_000_000, ..input };
+    match vendors::terra::normalize(&input).unwrap() {
+        Outcome::PendingFetch(request) => request,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn terra_outcome(attempt: u32, outcome: FetchOutcome) -> Vec<Output> {
+    let headers = notification_headers("terra", &[(headers::POINTER_ORIGIN, "terra-direct/2/17")]);
+    run_fetched(&record(PENDING_FETCH, &headers, POINTER), &pointer_request(), attempt, outcome, &mut Links::default(), None)
+}
+
+#[test]
+fn a_downloaded_payload_is_written_to_the_raw_topic_keyed_by_its_user() {
+    let payload = fixture("terra/sleep.json");
+    let outputs = terra_outcome(0, FetchOutcome::Fetched { data_type: "s3_payload".into(), body: payload.clone(), user_id: String::new() });
+    assert_eq!(outputs.len(), 1);
+    let out = &outputs[0];
+    assert_eq!(out.topic, "raw-webhooks");
+    assert!(out.payload == payload, "byte for byte");
+    assert_eq!(out.key.as_deref(), Some(&b"terra:5c0e8c1e-3f5a-4b7e-9d6b-2f1f6c3a9e11"[..]));
+    assert_eq!(header(out, headers::VENDOR).as_deref(), Some("terra"));
+    assert_eq!(header(out, headers::POINTER_ORIGIN).as_deref(), Some("terra-direct/2/17"));
+    assert_eq!(header(out, headers::RECEIVED_AT).as_deref(), Some("1795660000000"), "when Terra sent the pointer");
+    assert_eq!(header(out, headers::DOWNLOADED_AT).as_deref(), Some(NOW_MS.to_string().as_str()));
+    assert_eq!(header(out, headers::DELIVERY_ID), Some(format!("terra-payload:{}", pointer_request().object_id)));
+    assert_eq!(header_count(out, headers::DELIVERY_ID), 1);
+    assert_eq!(header(out, headers::FETCH_PATH), None);
+}
+
+#[test]
+fn an_expired_pointer_is_a_dead_letter_naming_its_payload() {
+    let out = single_dead_letter(terra_outcome(0, FetchOutcome::Expired { reason: "http_403".into() }), "terra_payload_expired");
+    assert_eq!(header(&out, headers::TERRA_PAYLOAD_REFERENCE), Some(pointer_request().object_id));
+    assert!(out.payload == POINTER, "the pointer itself");
+    // Planned after its expiry: dead-lettered without a request.
+    let headers = notification_headers("terra", &[]);
+    let late = pipeline().plan_fetch(&record(PENDING_FETCH, &headers, POINTER), 1_795_660_000_000 + 600_001);
+    planned_dead_letter(late, "terra_payload_expired");
+}
+
+#[test]
+fn a_failed_download_retries_only_while_the_url_is_valid() {
+    // NOW is 100 s after the pointer was sent: a pass 30 s later is still in time.
+    let outputs = terra_outcome(0, retry("http_503", None));
+    assert_eq!(outputs[0].topic, RETRY_TOPIC);
+    // After 5 failed passes the next waits 16 minutes: past the 10-minute expiry.
+    assert_eq!(terra_outcome(4, retry("http_503", None))[0].topic, RETRY_TOPIC, "8 minutes: still in time");
+    single_dead_letter(terra_outcome(5, retry("http_503", None)), "terra_payload_expired");
+}
+
+#[test]
+fn a_payload_that_is_a_pointer_again_is_refused() {
+    let outcome = FetchOutcome::Fetched { data_type: "s3_payload".into(), body: POINTER.to_vec(), user_id: String::new() };
+    single_dead_letter(terra_outcome(0, outcome), "invalid_api_response");
 }

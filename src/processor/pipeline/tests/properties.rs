@@ -181,7 +181,7 @@ fn mutated(fixture_path: &str, edits: &[(usize, Leaf)]) -> Vec<u8> {
 /// What every output of the pipeline must satisfy, whatever went in.
 fn check_outputs(outputs: &[Output]) -> Result<(), TestCaseError> {
     for output in outputs {
-        prop_assert!(output.payload.len() <= 6 * 1024 * 1024 + 1024, "output of {} bytes", output.payload.len());
+        prop_assert!(output.payload.len() <= crate::kafka::MAX_RAW_RECORD_BYTES, "output of {} bytes", output.payload.len());
         if output.topic == "terra-biometric-events" || output.topic == "biometric-events" {
             prop_assert!(output.payload.len() < 64 * 1024, "an event of {} bytes", output.payload.len());
             let event = decode(output);
@@ -271,9 +271,10 @@ proptest! {
             data_type: data_type.into(),
             object_id: "o".into(),
             api_path: "/x".into(),
+            expires_at_ms: None,
         };
         let outcome = FetchOutcome::Fetched { data_type: data_type.into(), body, user_id: "user-1".into() };
-        let stores = TaskStores { dedup: Some(&mut MemoryStore::default()), baseline: Some(&mut MemoryStore::default()) };
+        let stores = TaskStores { dedup: Some(&mut MemoryStore::default()), baseline: Some(&mut MemoryStore::default()), backfill: Some(&mut MemoryStore::default()) };
         let outputs = pipeline().fetched(&record, &request, 0, outcome, 0, &mut MapIdentities::default(), stores).unwrap();
         check_outputs(&outputs)?;
     }
