@@ -94,6 +94,13 @@ pub static DEDUP_CLAIM_WAITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["outcome"],
     )
 });
+pub static STALE_SIGNATURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_stale_signatures_total",
+        "Webhooks refused because their signature timestamp was outside the vendor's replay window (a refused retry is lost data).",
+        &["vendor"],
+    )
+});
 pub static REDIS_ERRORS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_redis_errors_total", "Redis calls that failed (the ingress keeps accepting)."));
 
@@ -139,6 +146,13 @@ pub static IMPLAUSIBLE_VALUES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "biometric_bridge_implausible_values_total",
         "Measurements removed from events as implausible or unrepresentable, by field and reason.",
         &["field", "reason"],
+    )
+});
+pub static STALE_UPDATES_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_stale_updates_dropped_total",
+        "Event versions dropped because the vendor's ordering timestamp was older than the emitted one's (Terra last-write-wins).",
+        &["vendor"],
     )
 });
 pub static DUPLICATES_DROPPED: LazyLock<IntCounter> =
@@ -198,6 +212,14 @@ pub static OAUTH_REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "biometric_bridge_oauth_refreshes_total",
         "OAuth token refreshes by vendor and outcome (refreshed, shared, needs_reauth, unavailable, invalid_client, malformed, lock_busy, store_failed).",
+        &["vendor", "outcome"],
+    )
+});
+
+pub static VENDOR_REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_vendor_revocations_total",
+        "Revocations of users' authorization at the vendor, by vendor and outcome (confirmed, pending: retried later).",
         &["vendor", "outcome"],
     )
 });

@@ -47,19 +47,29 @@ pub enum ConnectionsCommand {
         #[command(flatten)]
         database: DatabaseArgs,
     },
-    /// Mark a connection revoked: its tokens are no longer used (the identity link stays).
+    /// Revoke a connection: here at once (its tokens are no longer used; the identity link
+    /// stays), then at the vendor (WHOOP `DELETE /v2/user/access`, Oura `/oauth/revoke`), which
+    /// needs TOKEN_ENCRYPTION_KEY and the vendor's OAuth client. Exits non-zero while the vendor
+    /// has not confirmed; `--retry-pending` tries every unconfirmed revocation again.
     Revoke {
-        /// oura or whoop.
-        #[arg(long, value_parser = parse_vendor)]
-        vendor: Vendor,
+        /// oura or whoop (with --vendor-user).
+        #[arg(long, value_parser = parse_vendor, required_unless_present = "retry_pending")]
+        vendor: Option<Vendor>,
         /// The vendor's id of the user.
-        #[arg(long)]
-        vendor_user: String,
+        #[arg(long, required_unless_present = "retry_pending")]
+        vendor_user: Option<String>,
         /// Why (shown by `list`).
         #[arg(long, default_value = "revoked by an operator")]
         reason: String,
+        /// Retry every revocation the vendor has not confirmed yet.
+        #[arg(long, conflicts_with_all = ["vendor", "vendor_user"])]
+        retry_pending: bool,
         #[command(flatten)]
         database: DatabaseArgs,
+        #[command(flatten)]
+        oauth: crate::connections::OAuthArgs,
+        #[command(flatten)]
+        revoke: crate::connections::revoke::RevokeArgs,
     },
     /// Print the URL that asks a user to connect their account, with a signed `state` valid 15
     /// minutes (needs OAUTH_STATE_SECRET and the vendor's client id).
@@ -104,12 +114,44 @@ pub async fn run(command: ConnectionsCommand) -> anyhow::Result<()> {
             let pool = database.migrated_pool().await?;
             print!("{}", table(&store::list(&pool, vendor, status).await?));
         }
-        ConnectionsCommand::Revoke { vendor, vendor_user, reason, database } => {
+        ConnectionsCommand::Revoke { vendor, vendor_user, reason, retry_pending, database, oauth, revoke } => {
+            use crate::connections::revoke::{self, Revoked, Revoker};
             let pool = database.migrated_pool().await?;
-            if !store::set_status(&pool, vendor, &vendor_user, ConnectionStatus::Revoked, Some(&reason)).await? {
-                anyhow::bail!("no {} connection for vendor user {vendor_user}", vendor.slug());
+            if !retry_pending {
+                // Here first, whatever else is missing: from now on no token of this connection is
+                // used, even if the vendor cannot be told yet.
+                let (vendor, vendor_user) = (vendor.expect("required by clap"), vendor_user.as_deref().expect("required by clap"));
+                if !revoke::mark_revoked(&pool, vendor, vendor_user, &reason).await? {
+                    anyhow::bail!("no {} connection for vendor user {vendor_user}", vendor.slug());
+                }
             }
-            println!("revoked {} user {vendor_user}", vendor.slug());
+            let cipher = TokenCipher::from_env().context(
+                "revoking at the vendor needs the connection's token; the vendor revocation stays pending and is retried by the \
+                 processor's scheduled reconciliation",
+            )?;
+            let store = ConnectionStore::new(pool.clone(), cipher);
+            let revoker = Revoker::new(&revoke, &oauth.whoop_api_base, oauth.clients()?)?;
+            if retry_pending {
+                let (confirmed, still) = revoke::retry_pending(&revoker, &store, &pool).await?;
+                println!("{confirmed} vendor revocation(s) confirmed, {} still pending", still.len());
+                for (vendor, user, reason) in &still {
+                    println!("pending {} user {user}: {reason}", vendor.slug());
+                }
+                anyhow::ensure!(still.is_empty(), "{} vendor revocation(s) still pending; they are retried later", still.len());
+                return Ok(());
+            }
+            let (vendor, vendor_user) = (vendor.expect("required by clap"), vendor_user.expect("required by clap"));
+            let outcome = revoker.revoke(&store, vendor, &vendor_user).await?;
+            revoke::record(&pool, vendor, &vendor_user, &outcome).await?;
+            match outcome {
+                Revoked::Confirmed => println!("revoked {} user {vendor_user} here and at {}", vendor.slug(), vendor.slug()),
+                Revoked::Pending(reason) => anyhow::bail!(
+                    "revoked {} user {vendor_user} here, but {} did not confirm ({reason}): the authorization is still granted there. \
+                     It is retried by `connections revoke --retry-pending` and the processor's scheduled reconciliation.",
+                    vendor.slug(),
+                    vendor.slug()
+                ),
+            }
         }
         ConnectionsCommand::AuthorizeUrl { vendor, user, redirect_uri, oauth } => {
             let secret = load_secret(state::STATE_SECRET)?.context("OAUTH_STATE_SECRET (or OAUTH_STATE_SECRET_FILE) is not set")?;

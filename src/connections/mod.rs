@@ -20,6 +20,7 @@ pub mod cipher;
 pub mod cli;
 pub mod http;
 pub mod oauth;
+pub mod revoke;
 pub mod state;
 pub mod store;
 pub mod subscriptions;

@@ -98,7 +98,7 @@ macro_rules! columns {
     };
 }
 
-fn vendor_of(symbol: &str) -> Result<Vendor, StoreError> {
+pub(crate) fn vendor_of(symbol: &str) -> Result<Vendor, StoreError> {
     Vendor::ALL.into_iter().find(|vendor| vendor.symbol() == symbol).ok_or_else(|| StoreError::Corrupt(format!("vendor {symbol:?}")))
 }
 

@@ -62,6 +62,9 @@ pub enum EventKind {
     Steps,
     /// A retraction: the vendor deleted the record `vendor_record_id` (see `retracts_event_id`).
     Deleted,
+    /// A discrete observation: a symptom, a dose, a device event such as an irregular-rhythm
+    /// notification (see `observation_type`, `observation_category`).
+    HealthObservation,
 }
 
 impl EventKind {
@@ -81,6 +84,7 @@ impl EventKind {
             EventKind::RespiratoryRate => "RESPIRATORY_RATE",
             EventKind::Steps => "STEPS",
             EventKind::Deleted => "DELETED",
+            EventKind::HealthObservation => "HEALTH_OBSERVATION",
         }
     }
 }
@@ -225,6 +229,9 @@ pub struct BiometricEvent {
     pub active_calories_kcal: Option<f64>,
     pub total_calories_kcal: Option<f64>,
     pub strain: Option<f64>,
+    // --- observations (HEALTH_OBSERVATION) ---
+    pub observation_type: Option<String>,
+    pub observation_category: Option<String>,
     // --- derived by the processor ---
     pub triggers: Vec<Trigger>,
     pub priority: Priority,

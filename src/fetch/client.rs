@@ -89,20 +89,28 @@ impl VendorClient {
             StatusCode::NOT_FOUND => Reply::NotFound,
             StatusCode::UNAUTHORIZED => Reply::Unauthorized,
             StatusCode::FORBIDDEN => Reply::Forbidden,
-            StatusCode::TOO_MANY_REQUESTS => {
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| parse_retry_after(value, chrono::Utc::now().timestamp()));
-                Reply::RateLimited(retry_after)
-            }
+            StatusCode::TOO_MANY_REQUESTS => Reply::RateLimited(rate_limit_wait(response.headers(), chrono::Utc::now().timestamp())),
             status if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT => {
                 Reply::Transient(format!("http_{}", status.as_u16()))
             }
             status => Reply::Rejected(status.as_u16()),
         }
     }
+}
+
+/// How long a 429 asks to wait: `Retry-After`, and WHOOP's `X-RateLimit-Reset` (documented by
+/// WHOOP as the seconds until the rate-limit window resets; a value that looks like a Unix time is
+/// read as one). The longer of the two when both are sent.
+pub fn rate_limit_wait(headers: &reqwest::header::HeaderMap, now_unix: i64) -> Option<Duration> {
+    let value = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+    let retry_after = value("retry-after").and_then(|value| parse_retry_after(value, now_unix));
+    let reset = value("x-ratelimit-reset").and_then(|value| value.parse::<f64>().ok()).filter(|secs| secs.is_finite() && *secs >= 0.0).map(
+        |secs| {
+            let secs = if secs > 1e9 { (secs - now_unix as f64).max(0.0) } else { secs };
+            Duration::from_secs_f64(secs.min(86_400.0))
+        },
+    );
+    retry_after.max(reset)
 }
 
 impl Reply {
@@ -118,5 +126,26 @@ impl Reply {
             Reply::Transient(_) => "transient",
             Reply::Rejected(_) => "rejected",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_429_waits_for_retry_after_or_the_rate_limit_reset() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().unwrap()))
+                .collect::<reqwest::header::HeaderMap>()
+        };
+        let now = 1_795_000_000;
+        assert_eq!(rate_limit_wait(&headers(&[("retry-after", "7")]), now), Some(Duration::from_secs(7)));
+        assert_eq!(rate_limit_wait(&headers(&[("x-ratelimit-reset", "42")]), now), Some(Duration::from_secs(42)), "WHOOP");
+        assert_eq!(rate_limit_wait(&headers(&[("x-ratelimit-reset", "1795000030")]), now), Some(Duration::from_secs(30)), "a Unix time");
+        assert_eq!(rate_limit_wait(&headers(&[("retry-after", "5"), ("x-ratelimit-reset", "60")]), now), Some(Duration::from_secs(60)));
+        assert_eq!(rate_limit_wait(&headers(&[]), now), None);
     }
 }

@@ -43,6 +43,10 @@ pub fn parse_span(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// The span of one polled heartrate window: 6 hours are at most ~72 five-minute samples (Oura's
+/// daytime resolution), one page.
+pub const HEARTRATE_WINDOW: Duration = Duration::from_secs(6 * 3_600);
+
 /// A record found by listing: enough to judge it and to write its notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
@@ -62,7 +66,11 @@ fn collections(vendor: Vendor) -> &'static [(&'static str, &'static str)] {
             ("daily_readiness", "/v2/usercollection/daily_readiness"),
             ("daily_activity", "/v2/usercollection/daily_activity"),
         ],
-        Vendor::Whoop => &[("sleep", "/v2/activity/sleep"), ("recovery", "/v2/recovery"), ("workout", "/v2/activity/workout")],
+        // WHOOP sends no webhook for cycles (day strain, kilojoules, daily heart rate): "retrieve
+        // by calling their respective APIs" (WHOOP developer FAQ). Listing is how they arrive.
+        Vendor::Whoop => {
+            &[("sleep", "/v2/activity/sleep"), ("recovery", "/v2/recovery"), ("workout", "/v2/activity/workout"), ("cycle", "/v2/cycle")]
+        }
         _ => &[],
     }
 }
@@ -70,8 +78,15 @@ fn collections(vendor: Vendor) -> &'static [(&'static str, &'static str)] {
 /// The query of one page of a list endpoint for the window `[start, end]`.
 fn page_query(vendor: Vendor, start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>, next: Option<&str>) -> String {
     let mut params: Vec<(&str, String)> = match vendor {
-        // Oura's collections take dates (inclusive).
-        Vendor::Oura => vec![("start_date", start.format("%Y-%m-%d").to_string()), ("end_date", end.format("%Y-%m-%d").to_string())],
+        // Oura's collections take dates, and the OpenAPI does not say which bounds are inclusive.
+        // Open-source receivers report that a date-only end_date is read as that day's midnight
+        // (excluding the day itself) and that `sleep` treats start_date as exclusive: one day of
+        // padding on each side covers the window under every reading; what comes twice is
+        // de-duplicated downstream.
+        Vendor::Oura => vec![
+            ("start_date", (start - chrono::Duration::days(1)).format("%Y-%m-%d").to_string()),
+            ("end_date", (end + chrono::Duration::days(1)).format("%Y-%m-%d").to_string()),
+        ],
         _ => vec![
             ("start", start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             ("end", end.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
@@ -106,7 +121,12 @@ pub fn parse_page(vendor: Vendor, data_type: &'static str, body: &[u8]) -> Resul
     let page: Page = serde_json::from_slice(body).map_err(|error| format!("{} {data_type} list: {error}", vendor.slug()))?;
     let mut listed = Vec::new();
     for record in page.data {
-        let text = |field: &str| record.get(field).and_then(|v| v.as_str()).map(str::to_owned);
+        // Ids are strings, except WHOOP's integer cycle ids.
+        let text = |field: &str| match record.get(field)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        };
         // Deleted sleep periods and unscored WHOOP records would emit nothing: don't fetch them.
         let deleted = vendor == Vendor::Oura && data_type == "sleep" && text("type").as_deref() == Some("deleted");
         let unscored = vendor == Vendor::Whoop && text("score_state").as_deref() != Some("SCORED");
@@ -209,16 +229,59 @@ impl Reconciler {
             }
             report.listed += listed.len();
             let known = self.known(vendor, &listed).await?;
-            for record in listed.iter().filter(|record| !known.contains(&event_id_of(vendor, record))) {
+            // A cycle grows all day (its strain and energy change under the same id): always fed,
+            // and de-duplication drops the unchanged ones.
+            let fresh = |record: &&Listed| record.data_type == "cycle" || !known.contains(&event_id_of(vendor, record));
+            for record in listed.iter().filter(fresh) {
                 self.feed(vendor, &user, record).await?;
                 report.fed += 1;
             }
             report.known += known.len();
+            if vendor == Vendor::Oura {
+                report.fed += self.poll_heartrate(&user, window).await?;
+            }
         }
         crate::metrics::RECONCILE_FED.with_label_values(&[vendor.slug(), "fed"]).inc_by(report.fed as u64);
         crate::metrics::RECONCILE_FED.with_label_values(&[vendor.slug(), "known"]).inc_by(report.known as u64);
         tracing::info!(vendor = vendor.slug(), ?report, "Reconciliation done.");
         Ok(report)
+    }
+
+    /// Oura's heartrate series has no webhook (it cannot be subscribed to; only
+    /// `GET /v2/usercollection/heartrate?start_datetime&end_datetime` serves it): from the user's
+    /// high-water mark (or `window` ago) to now, one notification per [`HEARTRATE_WINDOW`] is
+    /// fed, each fetched like any other record; the mark moves on once they are written.
+    async fn poll_heartrate(&self, user: &str, window: Duration) -> anyhow::Result<usize> {
+        let now = chrono::Utc::now();
+        let earliest = now - chrono::Duration::from_std(window)?;
+        let mark: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT until FROM poll_watermarks WHERE vendor = 'OURA' AND vendor_user_id = $1 AND data_type = 'heartrate'",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        let mut from = mark.map_or(earliest, |mark| mark.max(earliest));
+        let mut fed = 0;
+        while from < now {
+            let to = (from + chrono::Duration::from_std(HEARTRATE_WINDOW)?).min(now);
+            let listed = Listed {
+                data_type: "heartrate",
+                object_id: crate::vendors::oura::heartrate_window_id(from, to),
+                kind: EventKind::HeartRate,
+            };
+            self.feed(Vendor::Oura, user, &listed).await?;
+            fed += 1;
+            from = to;
+        }
+        sqlx::query(
+            "INSERT INTO poll_watermarks (vendor, vendor_user_id, data_type, until) VALUES ('OURA', $1, 'heartrate', $2)
+             ON CONFLICT (vendor, vendor_user_id, data_type) DO UPDATE SET until = EXCLUDED.until, updated_at = now()",
+        )
+        .bind(user)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(fed)
     }
 
     /// The event ids among `listed` already in the event history.
@@ -367,7 +430,8 @@ mod tests {
     fn page_queries_carry_the_window_and_the_token() {
         let start = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().to_utc();
         let end = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z").unwrap().to_utc();
-        assert_eq!(page_query(Vendor::Oura, start, end, Some("t 1")), "start_date=2026-11-24&end_date=2026-11-26&next_token=t%201");
+        // A day either side: either date bound may exclude its own day.
+        assert_eq!(page_query(Vendor::Oura, start, end, Some("t 1")), "start_date=2026-11-23&end_date=2026-11-27&next_token=t%201");
         assert_eq!(
             page_query(Vendor::Whoop, start, end, None),
             "start=2026-11-24T10%3A00%3A00.000Z&end=2026-11-26T10%3A00%3A00.000Z&limit=25"

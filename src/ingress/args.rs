@@ -39,9 +39,20 @@ pub struct IngressArgs {
     #[arg(long, env = "DEDUP_TTL_SECS", default_value_t = 172_800)]
     pub dedup_ttl_secs: u64,
 
-    /// How far a signed timestamp may be from now before the request is refused as a replay.
-    #[arg(long, env = "SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
-    pub signature_tolerance_secs: u64,
+    /// How far a Terra signature's timestamp may be from now, seconds. Terra keeps retrying for a
+    /// little over 24 h and does not document whether a retry is re-signed: the window covers the
+    /// whole retry horizon, so no retry is refused (a replay of a valid old delivery is a
+    /// duplicate, dropped by its delivery id).
+    #[arg(long, env = "TERRA_SIGNATURE_TOLERANCE_SECS", default_value_t = 93_600)]
+    pub terra_signature_tolerance_secs: u64,
+
+    /// The same for Oura (10 retries over about an hour).
+    #[arg(long, env = "OURA_SIGNATURE_TOLERANCE_SECS", default_value_t = 7_200)]
+    pub oura_signature_tolerance_secs: u64,
+
+    /// The same for WHOOP (5 retries over about an hour).
+    #[arg(long, env = "WHOOP_SIGNATURE_TOLERANCE_SECS", default_value_t = 7_200)]
+    pub whoop_signature_tolerance_secs: u64,
 
     /// Accept webhooks without checking signatures. Local development only: logs a warning at
     /// every start.
@@ -82,11 +93,24 @@ pub struct IngressArgs {
     #[arg(long, env = "MAX_IN_FLIGHT_PER_CLIENT")]
     pub max_in_flight_per_client: Option<usize>,
 
-    /// Largest accepted body, bytes (larger: 413). The producer's `message.max.bytes` follows it
-    /// (plus 512 KiB for key and headers); the raw topic's `max.message.bytes` must be at least
-    /// `producer::required_topic_max_message_bytes` of it (6 MiB for the default).
+    /// Largest accepted body of Oura, WHOOP and Apple Health, bytes (larger: 413).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Largest accepted Terra body, bytes: Terra documents no limit (long activities are tens of
+    /// MB, backfill chunks about 10 MB) and does not resend a refused body smaller. The
+    /// producer's `message.max.bytes` follows the largest limit (plus 512 KiB for key and
+    /// headers); the raw topic's `max.message.bytes` must be at least
+    /// `producer::required_topic_max_message_bytes` of it (65 MiB for the default), which the
+    /// ingress checks at start.
+    #[arg(long, env = "TERRA_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub terra_max_body_bytes: usize,
+
+    /// Body bytes the ingress holds at once, across requests, bytes: a body reserves its size as
+    /// it arrives and releases it after the write; beyond, 503 `overloaded`. Bounds memory when
+    /// several large Terra bodies come together.
+    #[arg(long, env = "MAX_BUFFERED_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_body_bytes: usize,
 
     /// How long the whole body may take to arrive, milliseconds (then 408). Without it, a
     /// client trickling bytes holds an in-flight slot for ever; vendors time out after 8-10 s

@@ -32,18 +32,39 @@ impl VendorSecrets {
     }
 }
 
+/// Each signing vendor's replay window, seconds: its documented retry horizon (see
+/// ARCHITECTURE.md, "Replay windows"), so a retry that keeps its original timestamp is never
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerances {
+    pub terra: u64,
+    pub oura: u64,
+    pub whoop: u64,
+}
+
+impl Tolerances {
+    fn of(&self, vendor: Vendor) -> u64 {
+        match vendor {
+            Vendor::Terra => self.terra,
+            Vendor::Oura => self.oura,
+            Vendor::Whoop => self.whoop,
+            Vendor::AppleHealth => 0,
+        }
+    }
+}
+
 /// How the ingress authenticates each vendor.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     secrets: VendorSecrets,
-    tolerance_secs: u64,
+    tolerances: Tolerances,
     insecure: bool,
     apple_enabled: bool,
 }
 
 impl Authenticator {
-    pub fn new(secrets: VendorSecrets, tolerance_secs: u64, insecure: bool, apple_enabled: bool) -> Self {
-        Authenticator { secrets, tolerance_secs, insecure, apple_enabled }
+    pub fn new(secrets: VendorSecrets, tolerances: Tolerances, insecure: bool, apple_enabled: bool) -> Self {
+        Authenticator { secrets, tolerances, insecure, apple_enabled }
     }
 
     fn secret(&self, vendor: Vendor) -> Option<&Secret> {
@@ -122,12 +143,15 @@ impl Authenticator {
         let Some(secret) = self.secret(vendor) else {
             return if self.insecure { Ok(()) } else { Err(IngressError::VendorDisabled(vendor.slug())) };
         };
-        let ctx = VerifyContext {
-            secret: secret.expose().as_bytes(),
-            now_unix_secs: chrono::Utc::now().timestamp(),
-            tolerance_secs: self.tolerance_secs,
-        };
-        check(&ctx).map_err(IngressError::from)
+        let tolerance_secs = self.tolerances.of(vendor);
+        let ctx = VerifyContext { secret: secret.expose().as_bytes(), now_unix_secs: chrono::Utc::now().timestamp(), tolerance_secs };
+        let result = check(&ctx);
+        if result == Err(SignatureError::Stale) {
+            // A refused retry is data lost for good if the vendor keeps its timestamp: loud.
+            crate::metrics::STALE_SIGNATURES.with_label_values(&[vendor.slug()]).inc();
+            tracing::warn!(vendor = vendor.slug(), tolerance_secs, "Signature timestamp outside the replay window; refused.");
+        }
+        result.map_err(IngressError::from)
     }
 
     /// Oura's subscription handshake: the `verification_token` query parameter must match.

@@ -7,17 +7,25 @@
 //!   at a few bytes a second holds an in-flight slot, and without this 100 such bodies would
 //!   hold every slot for the whole deadline at no cost to their sender.
 //!
+//! Memory: the body is read once, into one buffer sized from the declared length, and reserves
+//! its size in KiB from the ingress-wide budget (`MAX_BUFFERED_BODY_BYTES`) as it arrives; the
+//! reservation is held until the write is acknowledged. When the budget is spent, 503
+//! `overloaded`: the vendor retries, and memory never grows past the budget however many large
+//! Terra bodies arrive at once.
+//!
 //! [`check_json`] is what "malformed JSON is refused with 400" means here: the body is UTF-8
 //! (RFC 8259 §8.1: JSON exchanged between systems must be), nests at most [`MAX_JSON_DEPTH`]
 //! levels, and parses. serde_json's own recursion limit does not apply when a value is skipped,
 //! so the depth is counted first, in one pass over the bytes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::error::IngressError;
@@ -37,11 +45,44 @@ pub struct BodyLimits {
     pub min_bytes_per_sec: u64,
 }
 
-/// The body, read within `limits`.
-pub async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, IngressError> {
+/// A body's reservation of the memory budget, released when dropped.
+pub struct Reservation {
+    budget: Arc<Semaphore>,
+    permits: Option<OwnedSemaphorePermit>,
+    kib: u32,
+}
+
+impl Reservation {
+    pub fn new(budget: Arc<Semaphore>) -> Reservation {
+        Reservation { budget, permits: None, kib: 0 }
+    }
+
+    /// Grows the reservation to cover `bytes`; `Overloaded` when the budget cannot.
+    fn cover(&mut self, bytes: usize) -> Result<(), IngressError> {
+        let needed = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if needed <= self.kib {
+            return Ok(());
+        }
+        // Reserve ahead (at least 64 KiB more) so a trickle of small frames is not one call each.
+        let more = (needed - self.kib).max(64);
+        let permit = self.budget.clone().try_acquire_many_owned(more).map_err(|_| IngressError::Overloaded { retry_after_secs: 1 })?;
+        match &mut self.permits {
+            Some(held) => held.merge(permit),
+            None => self.permits = Some(permit),
+        }
+        self.kib += more;
+        Ok(())
+    }
+}
+
+/// The body, read within `limits`, its memory reserved in `reservation`.
+pub async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits, reservation: &mut Reservation) -> Result<Bytes, IngressError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limits.max_bytes) {
         return Err(IngressError::PayloadTooLarge { limit: limits.max_bytes });
+    }
+    if let Some(length) = declared {
+        reservation.cover(length)?;
     }
     let started = Instant::now();
     let deadline = started + limits.timeout;
@@ -68,6 +109,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> R
                     if buffer.len() + data.len() > limits.max_bytes {
                         return Err(IngressError::PayloadTooLarge { limit: limits.max_bytes });
                     }
+                    reservation.cover(buffer.len() + data.len())?;
                     buffer.extend_from_slice(&data);
                 }
             }
@@ -117,6 +159,10 @@ mod tests {
 
     const LIMITS: BodyLimits = BodyLimits { max_bytes: 1024, timeout: Duration::from_secs(10), min_bytes_per_sec: 0 };
 
+    fn reservation() -> Reservation {
+        Reservation::new(Arc::new(Semaphore::new(1 << 20)))
+    }
+
     #[test]
     fn json_must_be_utf8_and_shallow() {
         assert!(check_json(br#"{"a": [1, {"b": "c"}]}"#).is_ok());
@@ -132,7 +178,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_trickling_body_times_out() {
         let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
-        let result = read_body(&HeaderMap::new(), body, BodyLimits { timeout: Duration::from_secs(1), ..LIMITS }).await;
+        let result = read_body(&HeaderMap::new(), body, BodyLimits { timeout: Duration::from_secs(1), ..LIMITS }, &mut reservation()).await;
         assert!(matches!(result, Err(IngressError::BodyTimeout)));
     }
 
@@ -140,7 +186,7 @@ mod tests {
     async fn a_body_below_the_minimum_rate_is_cut_after_the_grace() {
         let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
         let started = Instant::now();
-        let result = read_body(&HeaderMap::new(), body, BodyLimits { min_bytes_per_sec: 100, ..LIMITS }).await;
+        let result = read_body(&HeaderMap::new(), body, BodyLimits { min_bytes_per_sec: 100, ..LIMITS }, &mut reservation()).await;
         assert!(matches!(result, Err(IngressError::BodyTooSlow)), "{result:?}");
         assert_eq!(started.elapsed(), RATE_GRACE);
     }
@@ -148,7 +194,21 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_stream_is_refused() {
         let chunks = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 512]))));
-        let result = read_body(&HeaderMap::new(), Body::from_stream(chunks), LIMITS).await;
+        let result = read_body(&HeaderMap::new(), Body::from_stream(chunks), LIMITS, &mut reservation()).await;
         assert!(matches!(result, Err(IngressError::PayloadTooLarge { limit: 1024 })));
+    }
+
+    #[tokio::test]
+    async fn bodies_share_one_memory_budget() {
+        let budget = Arc::new(Semaphore::new(256));
+        let limits = BodyLimits { max_bytes: 1 << 20, ..LIMITS };
+        let (mut first, mut second) = (Reservation::new(budget.clone()), Reservation::new(budget.clone()));
+        let body = |kib: usize| Body::from(vec![b' '; kib * 1024]);
+        assert!(read_body(&HeaderMap::new(), body(200), limits, &mut first).await.is_ok());
+        let refused = read_body(&HeaderMap::new(), body(200), limits, &mut second).await;
+        assert!(matches!(refused, Err(IngressError::Overloaded { .. })), "the budget is spent while the first body is held");
+        drop(first);
+        let mut third = Reservation::new(budget);
+        assert!(read_body(&HeaderMap::new(), body(200), limits, &mut third).await.is_ok(), "released with the first");
     }
 }

@@ -56,13 +56,24 @@ pub struct IngressState {
     /// What one client address may hold of them (`MAX_IN_FLIGHT_PER_CLIENT`).
     pub client_shares: shares::ClientShares,
     /// Size, time and rate limits of a body (`MAX_BODY_BYTES`, `BODY_READ_TIMEOUT_MS`,
-    /// `MIN_BODY_BYTES_PER_SEC`).
+    /// `MIN_BODY_BYTES_PER_SEC`); Terra's size limit is its own (`TERRA_MAX_BODY_BYTES`).
     pub body_limits: body::BodyLimits,
+    pub terra_max_body_bytes: usize,
+    /// KiB of body memory all requests together may hold (`MAX_BUFFERED_BODY_BYTES`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     /// `GET /oauth/{vendor}/callback`: users connecting Oura / WHOOP (off per vendor when unconfigured).
     pub oauth: OAuthCallback,
 }
 
 impl IngressState {
+    /// The body limits of `vendor`'s webhooks.
+    fn body_limits(&self, vendor: crate::event::Vendor) -> body::BodyLimits {
+        match vendor {
+            crate::event::Vendor::Terra => body::BodyLimits { max_bytes: self.terra_max_body_bytes, ..self.body_limits },
+            _ => self.body_limits,
+        }
+    }
+
     /// The user an Apple Health upload belongs to, from its bearer token.
     async fn bearer_user(&self, headers: &HeaderMap) -> Result<String, IngressError> {
         let tokens = self.tokens.as_ref().ok_or(IngressError::VendorDisabled("apple-health"))?;
@@ -113,7 +124,12 @@ impl Ingress {
             .map_err(|error| anyhow::anyhow!("{error}; the ingress needs PostgreSQL for Apple Health tokens"))?;
         let oauth = OAuthCallback::build(&args.oauth, args.oauth_redirect_base.as_deref(), pool.clone(), oauth_secrets, &secrets)?;
         oauth.log_startup();
-        let auth = Authenticator::new(secrets, args.signature_tolerance_secs, args.insecure_skip_signatures, true);
+        let tolerances = auth::Tolerances {
+            terra: args.terra_signature_tolerance_secs,
+            oura: args.oura_signature_tolerance_secs,
+            whoop: args.whoop_signature_tolerance_secs,
+        };
+        let auth = Authenticator::new(secrets, tolerances, args.insecure_skip_signatures, true);
         auth.log_startup();
 
         let raw_topic = match &args.raw_topic {
@@ -128,7 +144,7 @@ impl Ingress {
                 linger_ms: args.linger_ms,
                 batch_size: args.batch_size,
                 compression: args.compression.clone(),
-                max_body_bytes: args.max_body_bytes,
+                max_body_bytes: args.max_body_bytes.max(args.terra_max_body_bytes),
                 circuit_failure_threshold: args.circuit_failure_threshold,
                 circuit_recovery: Duration::from_secs(args.circuit_recovery_secs),
             },
@@ -153,11 +169,14 @@ impl Ingress {
                 timeout: Duration::from_millis(args.body_read_timeout_ms),
                 min_bytes_per_sec: args.min_body_bytes_per_sec,
             },
+            terra_max_body_bytes: args.terra_max_body_bytes,
+            body_budget: Arc::new(tokio::sync::Semaphore::new((args.max_buffered_body_bytes / 1024).clamp(1, u32::MAX as usize >> 3))),
             oauth,
         });
         tracing::info!(
             max_body_bytes = args.max_body_bytes,
-            topic_max_message_bytes_needed = producer::required_topic_max_message_bytes(args.max_body_bytes),
+            terra_max_body_bytes = args.terra_max_body_bytes,
+            topic_max_message_bytes_needed = producer::required_topic_max_message_bytes(args.max_body_bytes.max(args.terra_max_body_bytes)),
             topic = %raw_topic,
             "The raw topic's max.message.bytes must be at least this for the largest accepted body."
         );
@@ -212,6 +231,7 @@ fn register_metrics(state: &IngressState) {
     }
     for vendor in crate::event::Vendor::ALL {
         DEDUP_HITS.with_label_values(&[vendor.slug()]);
+        STALE_SIGNATURES.with_label_values(&[vendor.slug()]);
     }
 }
 

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::IngressState;
-use super::body::{check_json, read_body};
+use super::body::{Reservation, check_json, read_body};
 use super::dedup::Claim;
 use super::error::IngressError;
 use super::producer::ProduceError;
@@ -111,7 +111,9 @@ async fn handle(
         Vendor::AppleHealth => Some(state.bearer_user(&parts.headers).await?),
         _ => None,
     };
-    let body = read_body(&parts.headers, body, state.body_limits).await?;
+    // Held until the write is acknowledged: the body's memory is the budget's until then.
+    let mut reservation = Reservation::new(state.body_budget.clone());
+    let body = read_body(&parts.headers, body, state.body_limits(vendor), &mut reservation).await?;
     if vendor != Vendor::AppleHealth {
         state.auth.verify(vendor, &parts.headers, &body)?;
     }

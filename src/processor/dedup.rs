@@ -25,6 +25,10 @@ pub struct Seen {
     pub at_ms: i64,
     /// Hex sha256 of the event's content (everything but delivery context).
     pub fingerprint: String,
+    /// The newest vendor ordering timestamp emitted for this id (Terra's
+    /// `X-Terra-Ordering-Timestamp`, ms), when the vendor gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,9 @@ pub enum Verdict {
     Updated,
     /// Already emitted with this content: drop.
     Duplicate,
+    /// Older than what was emitted (its vendor ordering timestamp is behind the stored one): a
+    /// late retry of a superseded version. Drop, so it never overwrites newer data.
+    Stale,
 }
 
 /// Content fingerprint: the event without what differs between deliveries of the same data
@@ -56,20 +63,25 @@ pub fn key(event: &BiometricEvent) -> String {
     format!("{}:{}|{}", event.vendor.slug(), key_part(&event.vendor_user_id), event.event_id)
 }
 
-/// Judges `event` against the store and records it when it will be emitted.
-pub fn check_and_record(store: &mut dyn KeyValueStore<Seen>, event: &BiometricEvent, window_ms: i64) -> Verdict {
+/// Judges `event` against the store and records it when it will be emitted. `ordered_at` is the
+/// vendor's ordering timestamp of this version (Terra: overwrite only when it is ≥ the stored one,
+/// vendors.md §1.5).
+pub fn check_and_record(store: &mut dyn KeyValueStore<Seen>, event: &BiometricEvent, window_ms: i64, ordered_at: Option<i64>) -> Verdict {
     let fingerprint = fingerprint(event);
     let now = event.received_at;
     let key = key(event);
-    let verdict = match store.get(&key) {
-        Some(seen) if now - seen.at_ms > window_ms => Verdict::New,
-        Some(seen) if seen.fingerprint == fingerprint => Verdict::Duplicate,
-        Some(_) => Verdict::Updated,
+    let stored = store.get(&key).filter(|seen| now - seen.at_ms <= window_ms);
+    let verdict = match stored {
         None => Verdict::New,
+        Some(seen) if seen.fingerprint == fingerprint => Verdict::Duplicate,
+        Some(seen) if matches!((ordered_at, seen.ordered_at), (Some(this), Some(newest)) if this < newest) => Verdict::Stale,
+        Some(_) => Verdict::Updated,
     };
-    if verdict != Verdict::Duplicate {
-        let at_ms = now.max(store.get(&key).map_or(i64::MIN, |seen| seen.at_ms));
-        store.put(key, Seen { at_ms, fingerprint });
+    if matches!(verdict, Verdict::New | Verdict::Updated) {
+        let previous = store.get(&key);
+        let at_ms = now.max(previous.map_or(i64::MIN, |seen| seen.at_ms));
+        let ordered_at = ordered_at.max(stored.and_then(|seen| seen.ordered_at));
+        store.put(key, Seen { at_ms, fingerprint, ordered_at });
     }
     verdict
 }
@@ -113,16 +125,16 @@ mod tests {
     #[test]
     fn a_redelivery_a_day_later_is_dropped() {
         let mut store = MemoryStore::default();
-        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY), Verdict::New);
-        assert_eq!(check_and_record(&mut store, &event(DAY, 99, 50.0), 7 * DAY), Verdict::Duplicate);
+        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY, None), Verdict::New);
+        assert_eq!(check_and_record(&mut store, &event(DAY, 99, 50.0), 7 * DAY, None), Verdict::Duplicate);
     }
 
     #[test]
     fn new_content_under_the_same_id_is_an_update() {
         let mut store = MemoryStore::default();
-        check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY);
-        assert_eq!(check_and_record(&mut store, &event(10, 2, 51.0), 7 * DAY), Verdict::Updated);
-        assert_eq!(check_and_record(&mut store, &event(20, 3, 51.0), 7 * DAY), Verdict::Duplicate);
+        check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY, None);
+        assert_eq!(check_and_record(&mut store, &event(10, 2, 51.0), 7 * DAY, None), Verdict::Updated);
+        assert_eq!(check_and_record(&mut store, &event(20, 3, 51.0), 7 * DAY, None), Verdict::Duplicate);
     }
 
     #[test]
@@ -131,15 +143,26 @@ mod tests {
         let mut other = event(0, 2, 50.0);
         other.vendor_user_id = "someone-else".to_owned();
         assert_eq!(other.event_id, event(0, 1, 50.0).event_id, "same vendor record id");
-        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY), Verdict::New);
-        assert_eq!(check_and_record(&mut store, &other, 7 * DAY), Verdict::New);
+        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY, None), Verdict::New);
+        assert_eq!(check_and_record(&mut store, &other, 7 * DAY, None), Verdict::New);
+    }
+
+    #[test]
+    fn an_older_version_never_overwrites_a_newer_one() {
+        let mut store = MemoryStore::default();
+        assert_eq!(check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY, Some(2_000)), Verdict::New);
+        // A late retry of the version Terra emitted at 1 000: older than what was emitted.
+        assert_eq!(check_and_record(&mut store, &event(10, 2, 48.0), 7 * DAY, Some(1_000)), Verdict::Stale);
+        assert_eq!(check_and_record(&mut store, &event(20, 3, 52.0), 7 * DAY, Some(3_000)), Verdict::Updated);
+        assert_eq!(check_and_record(&mut store, &event(30, 4, 53.0), 7 * DAY, None), Verdict::Updated, "no timestamp: newest");
+        assert_eq!(store.map.values().next().unwrap().ordered_at, Some(3_000));
     }
 
     #[test]
     fn outside_the_window_it_is_new_again_and_purge_forgets() {
         let mut store = MemoryStore::default();
-        check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY);
-        assert_eq!(check_and_record(&mut store, &event(8 * DAY, 2, 50.0), 7 * DAY), Verdict::New);
+        check_and_record(&mut store, &event(0, 1, 50.0), 7 * DAY, None);
+        assert_eq!(check_and_record(&mut store, &event(8 * DAY, 2, 50.0), 7 * DAY, None), Verdict::New);
         assert_eq!(purge(&mut store, 8 * DAY, 7 * DAY), 0, "just refreshed");
         assert_eq!(purge(&mut store, 16 * DAY, 7 * DAY), 1);
         assert!(store.is_empty());

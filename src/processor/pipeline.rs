@@ -251,15 +251,26 @@ impl Pipeline {
             }
         }
         let mut outputs = Vec::with_capacity(events.len());
+        let ordered_at = headers::get(record.headers, headers::TERRA_ORDERING_TIMESTAMP).and_then(|v| v.trim().parse::<i64>().ok());
         for mut event in events {
-            if let (Some(store), Some(params)) = (stores.dedup.as_deref_mut(), self.topology.dedup)
-                && dedup::check_and_record(store, &event, params.window_ms) == Verdict::Duplicate
-            {
-                crate::metrics::DUPLICATES_DROPPED.inc();
-                tracing::debug!(event_id = %event.event_id, "Duplicate event dropped.");
-                continue;
+            if let (Some(store), Some(params)) = (stores.dedup.as_deref_mut(), self.topology.dedup) {
+                let ordered_at = ordered_at.filter(|_| event.vendor == Vendor::Terra);
+                match dedup::check_and_record(store, &event, params.window_ms, ordered_at) {
+                    Verdict::Duplicate => {
+                        crate::metrics::DUPLICATES_DROPPED.inc();
+                        tracing::debug!(event_id = %event.event_id, "Duplicate event dropped.");
+                        continue;
+                    }
+                    Verdict::Stale => {
+                        crate::metrics::STALE_UPDATES_DROPPED.with_label_values(&[event.vendor.slug()]).inc();
+                        tracing::info!(event_id = %event.event_id, "Older version of an event dropped (ordering timestamp behind the emitted one).");
+                        continue;
+                    }
+                    Verdict::New | Verdict::Updated => {}
+                }
             }
             let mut raised = triggers::threshold_triggers(&event, &self.topology.thresholds);
+            raised.extend(triggers::observation_triggers(&event));
             if let (Some(store), Some(params)) = (stores.baseline.as_deref_mut(), self.topology.baseline) {
                 raised.extend(baseline::update_and_judge(store, &event, &params));
             }

@@ -46,8 +46,13 @@ pub fn screen(event: &mut BiometricEvent, plausibility: &Plausibility) {
 /// all its measurements to screening (or to unrepresentable values). Events that never carried a
 /// measurement (a deletion) are not unusable.
 pub fn unusable(events: &[BiometricEvent]) -> bool {
-    !events.is_empty() && events.iter().all(|event| event.measurement_count() == 0 && !event.data_quality.is_empty())
+    let lost_values = |event: &BiometricEvent| event.data_quality.iter().any(|note| REMOVED.contains(&note.reason.as_str()));
+    !events.is_empty() && events.iter().all(|event| event.measurement_count() == 0 && lost_values(event))
 }
+
+/// The data-quality reasons that mean a value was removed (other notes, such as a time without its
+/// UTC offset, describe a value that is still there).
+const REMOVED: &[&str] = &["out_of_range", "not_finite", "not_an_integer"];
 
 /// The notes of a record's events, for the dead letter's message.
 pub fn describe_notes(events: &[BiometricEvent]) -> String {

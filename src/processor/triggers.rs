@@ -15,6 +15,26 @@ pub const URGENT_INTERVENTION: &str = "URGENT_INTERVENTION";
 pub const STRESS_INTERVENTION: &str = "STRESS_INTERVENTION";
 pub const SDNN_URGENT_INTERVENTION: &str = "SDNN_URGENT_INTERVENTION";
 pub const SDNN_STRESS_INTERVENTION: &str = "SDNN_STRESS_INTERVENTION";
+/// A wearable's irregular-rhythm notification (a possible atrial fibrillation): HIGH, for a
+/// clinician's follow-up, never a CRITICAL alarm from a screening feature.
+pub const IRREGULAR_RHYTHM: &str = "IRREGULAR_RHYTHM";
+
+/// The trigger a device-detected observation raises: an irregular-rhythm notification (Apple
+/// Watch IRN, Fitbit IRN, via Terra's `health_observation`) is what a coach must see first.
+pub fn observation_triggers(event: &BiometricEvent) -> Vec<Trigger> {
+    let irregular_rhythm = event.kind == crate::event::EventKind::HealthObservation
+        && event.observation_category.as_deref() == Some("device_event")
+        && event
+            .observation_type
+            .as_deref()
+            .is_some_and(|kind| kind.contains("irregular") && (kind.contains("rhythm") || kind.contains("heart")));
+    if irregular_rhythm {
+        // A presence, not a measurement: value and threshold are 1 (observed / observed at all).
+        vec![trigger(IRREGULAR_RHYTHM, Severity::High, "observation_type", 1.0, 1.0, "medical_follow_up")]
+    } else {
+        Vec::new()
+    }
+}
 
 fn trigger(trigger_type: &str, severity: Severity, metric: &str, value: f64, threshold: f64, recommendation: &str) -> Trigger {
     Trigger {
@@ -159,6 +179,20 @@ mod tests {
         assert_eq!(e.triggers[0].trigger_type, SDNN_STRESS_INTERVENTION);
         assert_eq!(e.priority, Priority::High);
         assert_eq!(judged(None, Some(14.0), &params).priority, Priority::Critical);
+    }
+
+    #[test]
+    fn an_irregular_rhythm_notification_is_high() {
+        let mut e = event(None, None);
+        e.kind = crate::event::EventKind::HealthObservation;
+        e.observation_category = Some("device_event".into());
+        e.observation_type = Some("irregular_heart_rhythm_event".into());
+        let raised = observation_triggers(&e);
+        assert_eq!(raised.len(), 1);
+        assert_eq!((raised[0].trigger_type.as_str(), raised[0].severity), (IRREGULAR_RHYTHM, Severity::High));
+        e.observation_type = Some("headache".into());
+        e.observation_category = Some("symptom".into());
+        assert!(observation_triggers(&e).is_empty());
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub struct ProcessArgs {
     #[arg(long, env = "RECONCILE_EVERY", value_parser = crate::fetch::reconcile::parse_span)]
     pub reconcile_every: Option<Duration>,
 
+    /// Vendor revocation endpoints: the scheduled reconciliation retries pending revocations.
+    #[command(flatten)]
+    pub revoke: crate::connections::revoke::RevokeArgs,
+
     /// Terra's REST API, for the scheduled reconciliation of Terra users.
     #[command(flatten)]
     pub terra: crate::fetch::terra_api::TerraApiArgs,
@@ -252,6 +256,8 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         let schedule = crate::fetch::reconcile::Schedule { every, window: args.reconcile_window };
         tracing::info!(every_secs = every.as_secs(), window_secs = args.reconcile_window.as_secs(), "Scheduled reconciliation enabled.");
         tokio::spawn(crate::fetch::reconcile::run_scheduled(schedule, reconciler, shutdown.clone()));
+        let revoker = crate::connections::revoke::Revoker::new(&args.revoke, &args.oauth.whoop_api_base, args.oauth.clients()?)?;
+        tokio::spawn(crate::connections::revoke::retry_scheduled(revoker, oauth.store.clone(), pool.clone(), every, shutdown.clone()));
     }
     if let (Some(every), Some(terra)) = (args.reconcile_every, crate::fetch::terra_api::TerraApi::from_args(&args.terra)?) {
         tracing::info!(every_secs = every.as_secs(), "Scheduled Terra reconciliation enabled.");

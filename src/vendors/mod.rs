@@ -323,6 +323,8 @@ pub fn base_event(input: &RawInput<'_>, kind: EventKind, natural_key: &str, vend
         active_calories_kcal: None,
         total_calories_kcal: None,
         strain: None,
+        observation_type: None,
+        observation_category: None,
         triggers: Vec::new(),
         priority: Priority::Normal,
         lineage: input.lineage(),

@@ -16,6 +16,21 @@ pub fn rfc3339_to_millis(value: &str) -> Result<i64, NormalizeError> {
         .map_err(|error| NormalizeError::InvalidValue(format!("timestamp {value:?}: {error}")))
 }
 
+/// A Terra time: RFC 3339 with an offset, or — as Terra's schemas allow ("TimeZone info will be
+/// provided whenever possible. If absent, the time corresponds to the user's local time",
+/// `SleepMetadata`, `DailyMetadata`, `ActivityMetadata`) — a local time without one. Returns UTC
+/// ms and whether the offset was known. Without it the local wall-clock time is read *as if it
+/// were UTC*: an approximation off by the user's UTC offset (at most ±14 h), which the caller
+/// records on the event; the local date stays exact, since it is taken from the string.
+pub fn terra_time_to_millis(value: &str) -> Result<(i64, bool), NormalizeError> {
+    if let Ok(instant) = DateTime::parse_from_rfc3339(value) {
+        return Ok((instant.timestamp_millis(), true));
+    }
+    chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|local| (local.and_utc().timestamp_millis(), false))
+        .map_err(|error| NormalizeError::InvalidValue(format!("timestamp {value:?}: {error}")))
+}
+
 /// Health Auto Export's `yyyy-MM-dd HH:mm:ss Z` (`2026-11-20 03:14:52 -0800`) to UTC ms.
 pub fn hae_to_millis(value: &str) -> Result<i64, NormalizeError> {
     DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%d %H:%M:%S %z")
@@ -59,6 +74,15 @@ mod tests {
     fn terra_microseconds_with_offset() {
         // 2026-11-20T06:49:00-05:00 == 2026-11-20T11:49:00Z
         assert_eq!(rfc3339_to_millis("2026-11-20T06:49:00.000000-05:00").unwrap(), 1_795_175_340_000);
+    }
+
+    #[test]
+    fn terra_local_times_without_an_offset_are_read_as_utc_and_flagged() {
+        assert_eq!(terra_time_to_millis("2026-11-20T06:49:00.000000-05:00").unwrap(), (1_795_175_340_000, true));
+        assert_eq!(terra_time_to_millis("2026-11-20T06:49:00.000000").unwrap(), (1_795_157_340_000, false));
+        assert_eq!(terra_time_to_millis("2026-11-20T06:49:00").unwrap(), (1_795_157_340_000, false));
+        assert!(terra_time_to_millis("2026-11-20").is_err());
+        assert_eq!(date_part("2026-11-20T23:49:00.000000").unwrap(), "2026-11-20");
     }
 
     #[test]

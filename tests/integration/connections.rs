@@ -149,8 +149,18 @@ async fn the_cli_adds_lists_and_revokes_without_ever_showing_a_token() {
         .unwrap();
     assert_eq!(linked, (user.clone(), true), "the vendor user maps to our user");
 
+    // Without the token key the vendor cannot be told, but the connection is revoked here at once
+    // and the vendor revocation left pending (retried by the processor), which the exit status says.
     let (ok, _, err) = cli(&["revoke", "--vendor", "oura", "--vendor-user", &vendor_user], &[], "");
-    assert!(ok, "revoke: {err}");
+    assert!(!ok && err.contains("stays pending") && err.contains("TOKEN_ENCRYPTION_KEY"), "revoke: {err}");
+    assert!(!err.contains(&access) && !err.contains(&refresh), "{err}");
+    let pending: bool =
+        sqlx::query_scalar("SELECT vendor_revoke_pending FROM vendor_connections WHERE vendor = 'OURA' AND vendor_user_id = $1")
+            .bind(&vendor_user)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(pending, "the vendor revocation is pending");
     let (_, out, _) = cli(&["list", "--vendor", "oura", "--status", "revoked"], &[], "");
     assert!(out.lines().any(|line| line.contains(&vendor_user) && line.contains("revoked")), "{out}");
     let (_, out, _) = cli(&["list", "--status", "active"], &[], "");

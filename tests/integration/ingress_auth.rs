@@ -128,11 +128,12 @@ async fn forged_tampered_stale_or_unsigned_webhooks_are_refused_and_never_writte
         (Webhook::terra_signed_with(&terra_body, &id(), CANARY, now), "invalid_signature"),
         (Webhook::oura_signed_with(&oura_body, CANARY, now), "invalid_signature"),
         (Webhook::whoop_signed_with(&whoop_body, CANARY, now * 1000), "invalid_signature"),
-        // Correctly signed, 301 s ago (or ahead): a replay.
-        (Webhook::terra_signed_with(&terra_body, &id(), helpers::TERRA_SECRET, now - 301), "stale_signature"),
-        (Webhook::oura_signed_with(&oura_body, &oura_secret(), now - 301), "stale_signature"),
-        (Webhook::whoop_signed_with(&whoop_body, &whoop_secret(), (now - 301) * 1000), "stale_signature"),
-        (Webhook::terra_signed_with(&terra_body, &id(), helpers::TERRA_SECRET, now + 301), "stale_signature"),
+        // Correctly signed, but beyond the vendor's retry horizon (26 h Terra, 2 h Oura and
+        // WHOOP) or as far ahead: a replay.
+        (Webhook::terra_signed_with(&terra_body, &id(), helpers::TERRA_SECRET, now - 93_601), "stale_signature"),
+        (Webhook::oura_signed_with(&oura_body, &oura_secret(), now - 7_201), "stale_signature"),
+        (Webhook::whoop_signed_with(&whoop_body, &whoop_secret(), (now - 7_201) * 1000), "stale_signature"),
+        (Webhook::terra_signed_with(&terra_body, &id(), helpers::TERRA_SECRET, now + 93_601), "stale_signature"),
         // No signature at all, or garbage in it.
         (Webhook::terra(&terra_body, &id()).without_header("terra-signature"), "missing_signature"),
         (Webhook::oura(&oura_body).without_header("x-oura-signature"), "missing_signature"),

@@ -31,7 +31,7 @@ async fn routing_errors_are_json_404_and_405() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_errors_have_their_status_and_code_and_write_nothing() {
-    let (topic, ingress) = start(1, &["--max-body-bytes", "8192"]).await;
+    let (topic, ingress) = start(1, &["--max-body-bytes", "8192", "--terra-max-body-bytes", "8192"]).await;
 
     // 415: not JSON by content type (checked before the body or signature).
     let text = terra_webhook().header("content-type", &format!("text/{CANARY}"));
@@ -144,8 +144,8 @@ fn incompressible_json(len: usize) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_of_exactly_the_default_5_mib_limit_is_written_whole() {
-    let (topic, ingress) = start(1, &[]).await;
+async fn a_body_of_exactly_a_5_mib_limit_is_written_whole() {
+    let (topic, ingress) = start(1, &["--terra-max-body-bytes", "5242880"]).await;
     let limit = 5 * 1024 * 1024;
     let body = incompressible_json(limit);
     assert_eq!(body.len(), limit);

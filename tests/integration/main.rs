@@ -28,5 +28,6 @@ mod subscriptions;
 mod terra_end_to_end;
 mod terra_pointers;
 mod terra_sim;
+mod vendor_contracts;
 mod vendor_sim;
 mod vendor_sim_selftest;

@@ -122,6 +122,8 @@ struct VendorState {
     subscriptions: Vec<Value>,
     subscription_creates: usize,
     subscription_renews: usize,
+    /// Confirmed revocations per user.
+    revocations: HashMap<String, usize>,
 }
 
 impl VendorState {
@@ -304,6 +306,11 @@ impl VendorSim {
         subscription["expiration_time"] = json!(rfc3339(expires_at));
     }
 
+    /// Revocations the vendor confirmed for that user.
+    pub fn revocations(&self, v: SimVendor, vendor_user_id: &str) -> usize {
+        self.shared.vendor(v).revocations.get(vendor_user_id).copied().unwrap_or(0)
+    }
+
     /// Subscriptions created (after a successful handshake).
     pub fn subscription_creates(&self) -> usize {
         self.shared.vendor(SimVendor::Oura).subscription_creates
@@ -338,11 +345,13 @@ fn serve(listener: std::net::TcpListener, app: Router, stop: tokio::sync::onesho
 fn oura_routes(ctx: Ctx) -> Router {
     let routes = Router::new()
         .route("/v2/usercollection/personal_info", get(oura_personal_info))
+        .route("/v2/usercollection/heartrate", get(oura_heartrate))
         .route("/v2/usercollection/{collection}", get(oura_list))
         .route("/v2/usercollection/{collection}/{id}", get(get_record))
         .route("/v2/webhook/subscription", get(oura_subscription_list).post(oura_subscription_create))
         .route("/v2/webhook/subscription/renew/{id}", put(oura_subscription_renew))
-        .route("/v2/webhook/subscription/{id}", delete(oura_subscription_delete));
+        .route("/v2/webhook/subscription/{id}", delete(oura_subscription_delete))
+        .route("/oauth/revoke", post(oura_revoke).get(oura_revoke));
     vendor_router(routes, "/oauth/token", ctx)
 }
 
@@ -358,7 +367,8 @@ fn whoop_routes(ctx: Ctx) -> Router {
         .route("/v2/cycle", whoop_list_of("cycle"))
         .route("/v2/cycle/{id}", whoop_record_of("cycle"))
         .route("/v2/cycle/{id}/recovery", get(whoop_cycle_recovery))
-        .route("/v2/user/profile/basic", get(whoop_profile));
+        .route("/v2/user/profile/basic", get(whoop_profile))
+        .route("/v2/user/access", delete(whoop_revoke));
     vendor_router(routes, "/oauth/oauth2/token", ctx)
 }
 
@@ -435,6 +445,46 @@ async fn whoop_cycle_recovery(State(ctx): State<Ctx>, headers: HeaderMap, Path(c
     found.into_iter().next().map_or_else(not_found, |body| Json(body).into_response())
 }
 
+#[derive(Deserialize)]
+struct OuraSeriesWindow {
+    start_datetime: Option<DateTime<chrono::FixedOffset>>,
+    end_datetime: Option<DateTime<chrono::FixedOffset>>,
+}
+
+/// Oura's heartrate series: the samples (stored under collection "heartrate", one record per
+/// sample) whose `timestamp` lies in [start_datetime, end_datetime), oldest first, one page.
+async fn oura_heartrate(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<OuraSeriesWindow>) -> Response {
+    let state = ctx.state();
+    let Some(user) = state.bearer_user(&headers) else { return unauthorized() };
+    let time_of = |body: &Value| body["timestamp"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    let in_window =
+        |body: &Value| time_of(body).is_some_and(|t| q.start_datetime.is_none_or(|s| s <= t) && q.end_datetime.is_none_or(|e| t < e));
+    let mut samples = state.select(&user, "heartrate", in_window);
+    samples.sort_by_key(time_of);
+    Json(json!({ "data": samples, "next_token": null })).into_response()
+}
+
+/// Oura's revocation: `?access_token=` (GET or POST). The token stops working; its user's
+/// refresh tokens too. Counted per user.
+async fn oura_revoke(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut state = ctx.state();
+    let Some(token) = q.get("access_token") else { return message(StatusCode::BAD_REQUEST, "access_token is required") };
+    let Some(grant) = state.access.remove(token.as_str()) else { return unauthorized() };
+    state.refresh.values_mut().filter(|g| g.user == grant.user).for_each(|g| g.live = false);
+    *state.revocations.entry(grant.user).or_insert(0) += 1;
+    StatusCode::OK.into_response()
+}
+
+/// WHOOP's revocation: `DELETE /v2/user/access` with the user's bearer token; 204.
+async fn whoop_revoke(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    let mut state = ctx.state();
+    let Some(user) = state.bearer_user(&headers) else { return unauthorized() };
+    state.access.retain(|_, g| g.user != user);
+    state.refresh.values_mut().filter(|g| g.user == user).for_each(|g| g.live = false);
+    *state.revocations.entry(user).or_insert(0) += 1;
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn oura_personal_info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let Some(user) = ctx.state().bearer_user(&headers) else { return unauthorized() };
     let email = format!("{user}@example.com");
@@ -456,14 +506,16 @@ struct OuraWindow {
     next_token: Option<String>,
 }
 
-/// Oura list: documents whose `day` lies in [start_date, end_date] (a missing bound is open),
-/// oldest first, `OURA_PAGE_SIZE` per page.
+/// Oura list: documents whose `day` lies in [start_date, end_date) (a missing bound is open),
+/// oldest first, `OURA_PAGE_SIZE` per page. The end is exclusive, as open-source receivers report
+/// of the real API (a date-only `end_date` is read as that day's midnight); the OpenAPI does not
+/// say, so the client must work either way.
 async fn oura_list(State(ctx): State<Ctx>, headers: HeaderMap, Path(collection): Path<String>, Query(q): Query<OuraWindow>) -> Response {
     let state = ctx.state();
     let Some(user) = state.bearer_user(&headers) else { return unauthorized() };
     let in_window = |doc: &Value| {
         let day = doc["day"].as_str().and_then(|d| d.parse::<NaiveDate>().ok());
-        day.is_some_and(|d| q.start_date.is_none_or(|s| s <= d) && q.end_date.is_none_or(|e| d <= e))
+        day.is_some_and(|d| q.start_date.is_none_or(|s| s <= d) && q.end_date.is_none_or(|e| d < e))
     };
     let mut docs = state.select(&user, &collection, in_window);
     docs.sort_by_key(|doc| (doc["day"].as_str().map(str::to_owned), doc["id"].to_string()));

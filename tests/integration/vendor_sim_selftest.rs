@@ -250,7 +250,8 @@ fn oura_list_paginates_within_the_window() {
     let url = format!("{}/v2/usercollection/daily_readiness", sim.oura_base());
     let (mut ids, mut pages, mut next) = (Vec::new(), 0, None::<String>);
     loop {
-        let mut query = vec![("start_date", "2026-11-16"), ("end_date", "2026-11-20")];
+        // end_date is exclusive in the sim (a date-only end_date is that day's midnight).
+        let mut query = vec![("start_date", "2026-11-16"), ("end_date", "2026-11-21")];
         query.extend(next.as_deref().map(|t| ("next_token", t)));
         let got = http.get_query(&url, &token, &query);
         assert_eq!(got.status, 200);

@@ -20,7 +20,7 @@ use crate::event::BiometricEvent;
 
 /// The metric fields of [`BiometricEvent`], by name, in schema order: what goes into `metrics`.
 /// `rows_cover_every_event_field` fails when a new event field is neither here nor a column.
-pub const METRIC_FIELDS: [&str; 26] = [
+pub const METRIC_FIELDS: [&str; 28] = [
     "hrv_rmssd_ms",
     "hrv_sdnn_ms",
     "hrv_window",
@@ -47,6 +47,8 @@ pub const METRIC_FIELDS: [&str; 26] = [
     "active_calories_kcal",
     "total_calories_kcal",
     "strain",
+    "observation_type",
+    "observation_category",
 ];
 
 /// The columns written, in the order [`EventRow`] binds them (`written_at` is set by the database).

@@ -72,6 +72,12 @@ struct Point {
 /// A `sleep_analysis` point. The aggregated form (one per night: `date` is the wake-up day,
 /// durations in the metric's unit) has `sleepStart`; the unaggregated segments
 /// (`startDate`/`endDate`/`value`) do not and are skipped.
+///
+/// Two versions of the aggregated form exist. The one HAE's JSON documentation describes (wiki,
+/// revision October 2024) has `asleep`, `inBed`, `sleepSource` and `inBedSource`; exports from
+/// versions with sleep stages add `totalSleep`, `core`, `deep`, `rem` and `awake` (and `asleep`
+/// becomes the unstaged remainder, often 0). Both are read: time asleep is `totalSleep` when
+/// there is one, else `asleep`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SleepPoint {
@@ -79,12 +85,14 @@ struct SleepPoint {
     sleep_start: Option<String>,
     sleep_end: Option<String>,
     total_sleep: Option<f64>,
+    asleep: Option<f64>,
     core: Option<f64>,
     deep: Option<f64>,
     rem: Option<f64>,
     awake: Option<f64>,
     in_bed: Option<f64>,
     source: Option<String>,
+    sleep_source: Option<String>,
 }
 
 /// How one metric maps, decided once per metric from its name and unit.
@@ -214,7 +222,8 @@ fn map_point(
         }
         PointMetric::Steps => event.steps = event.integer("steps", Some(qty?)),
         PointMetric::RespiratoryRate => event.respiratory_rate_bpm = Some(qty?),
-        PointMetric::BloodOxygen => event.spo2_pct = Some(qty?),
+        // HealthKit's percent unit is a fraction (0.97); HAE writes `%` for both that and 97.
+        PointMetric::BloodOxygen => event.spo2_pct = Some(qty.map(|value| if value <= 1.0 { value * 100.0 } else { value })?),
     }
     Ok(event)
 }
@@ -230,10 +239,11 @@ fn map_sleep(
     let (Some(date), Some(start)) = (point.date.as_deref(), point.sleep_start.as_deref()) else {
         return Ok(None);
     };
-    let mut event = new_event(input, user, metric, EventKind::Sleep, date, hae_to_millis(start)?, point.source.clone())?;
+    let source = point.source.clone().or_else(|| point.sleep_source.clone());
+    let mut event = new_event(input, user, metric, EventKind::Sleep, date, hae_to_millis(start)?, source)?;
     event.measured_until = point.sleep_end.as_deref().map(hae_to_millis).transpose()?;
     let seconds = |units: Option<f64>| units.map(|units| units * seconds_per_unit);
-    event.sleep_total_seconds = event.integer("sleep_total_seconds", seconds(point.total_sleep));
+    event.sleep_total_seconds = event.integer("sleep_total_seconds", seconds(point.total_sleep.or(point.asleep)));
     event.sleep_deep_seconds = event.integer("sleep_deep_seconds", seconds(point.deep));
     event.sleep_light_seconds = event.integer("sleep_light_seconds", seconds(point.core));
     event.sleep_rem_seconds = event.integer("sleep_rem_seconds", seconds(point.rem));

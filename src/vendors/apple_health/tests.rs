@@ -195,3 +195,28 @@ fn errors() {
     let no_qty = replaced(METRICS, "\"qty\": 55,", "");
     assert_eq!(error(&no_qty).class(), "invalid_shape");
 }
+
+/// The aggregated sleep of HAE's documented JSON format (wiki revision October 2024: `asleep`,
+/// `sleepSource`, `inBedSource`, no stages), derived from `hae_metrics.json`'s night.
+const SLEEP_AGGREGATED_2024: &[u8] = include_bytes!("../../../tests/fixtures/apple_healthkit/hae_sleep_aggregated_2024.json");
+
+#[test]
+fn both_versions_of_aggregated_sleep_are_read() {
+    let documented = events(SLEEP_AGGREGATED_2024);
+    let night = of_kind(&documented, EventKind::Sleep)[0];
+    assert_eq!(night.sleep_total_seconds, Some(25_020), "asleep 6.95 h");
+    assert_eq!(night.time_in_bed_seconds, Some(26_748));
+    assert_eq!(night.sleep_deep_seconds, None, "no stages in this version");
+    assert_eq!(night.source_device.as_deref(), Some("Apple Watch"), "sleepSource");
+    let staged = events(METRICS);
+    let night = of_kind(&staged, EventKind::Sleep)[0];
+    assert_eq!(night.sleep_total_seconds, Some(25_632), "totalSleep 7.12 h wins over asleep 0");
+    assert_eq!(night.sleep_deep_seconds, Some(4_608));
+}
+
+#[test]
+fn blood_oxygen_as_a_fraction_or_a_percentage_is_a_percentage() {
+    let readings = events(SLEEP_AGGREGATED_2024);
+    let spo2: Vec<Option<f64>> = of_kind(&readings, EventKind::Body).iter().map(|event| event.spo2_pct).collect();
+    assert_eq!(spo2, [Some(97.0), Some(96.0)]);
+}

@@ -94,7 +94,10 @@ struct Sleep {
     average_hrv: Option<f64>,
     average_heart_rate: Option<f64>,
     lowest_heart_rate: Option<f64>,
-    /// Documented as breaths/second, but its values (~14–16) are per minute (§2.2 ⚠).
+    /// Breaths per minute. The OpenAPI's text says "breaths/second", but the values it returns
+    /// (14.625 in the recorded fixture, 12–20 for adults at rest) are per-minute values: a
+    /// per-second reading would be 0.2–0.3. Read as per minute; a value that really were per
+    /// second falls below the plausible 4/min and is removed, never misreported.
     average_breath: Option<f64>,
     total_sleep_duration: Option<f64>,
     deep_sleep_duration: Option<f64>,
@@ -175,13 +178,14 @@ pub fn map_api_daily_sleep(json: &[u8], input: &RawInput<'_>, vendor_user_id: &s
     Ok(vec![event])
 }
 
+/// `equivalent_walking_distance` is deliberately not read: the OpenAPI defines it as the
+/// "equivalent walking distance (in meters) of energy expenditure", an energy figure, not the
+/// distance travelled that `distance_meters` means.
 #[derive(Deserialize)]
 struct ActivityFields {
     steps: Option<f64>,
     active_calories: Option<f64>,
     total_calories: Option<f64>,
-    /// Metres.
-    equivalent_walking_distance: Option<f64>,
 }
 
 /// `daily_activity` as ACTIVITY.
@@ -192,7 +196,6 @@ pub fn map_api_daily_activity(json: &[u8], input: &RawInput<'_>, vendor_user_id:
     event.steps = event.integer("steps", fields.steps);
     event.active_calories_kcal = fields.active_calories;
     event.total_calories_kcal = fields.total_calories;
-    event.distance_meters = fields.equivalent_walking_distance;
     Ok(vec![event])
 }
 

@@ -57,7 +57,11 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let notification: Notification = serde_json::from_slice(input.body)?;
     match notification.event_type.as_str() {
         "create" | "update" => {
-            let api_path = api_path(&notification.data_type, &notification.object_id)?;
+            let api_path = match notification.data_type.as_str() {
+                // Polled, never notified by Oura: see `fetch::reconcile`.
+                "heartrate" => heartrate_path(&notification.object_id)?,
+                _ => api_path(&notification.data_type, &notification.object_id)?,
+            };
             Ok(Outcome::PendingFetch(PendingFetch {
                 vendor: Vendor::Oura,
                 vendor_user_id: notification.user_id,
@@ -75,6 +79,21 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         }
         other => Err(NormalizeError::UnsupportedType(format!("oura event_type {other}"))),
     }
+}
+
+/// The object id of a polled heartrate window (the series has no records of its own):
+/// `hr-<start unix s>-<end unix s>`.
+pub fn heartrate_window_id(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> String {
+    format!("hr-{}-{}", from.timestamp(), to.timestamp())
+}
+
+/// `/v2/usercollection/heartrate?start_datetime=...&end_datetime=...` for a window id.
+fn heartrate_path(object_id: &str) -> Result<String, NormalizeError> {
+    let invalid = || NormalizeError::InvalidValue(format!("not a heartrate window: {object_id:?}"));
+    let (from, to) = object_id.strip_prefix("hr-").and_then(|rest| rest.split_once('-')).ok_or_else(invalid)?;
+    let instant = |secs: &str| secs.parse::<i64>().ok().and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)).ok_or_else(invalid);
+    let format = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Ok(format!("/v2/usercollection/heartrate?start_datetime={}&end_datetime={}", format(instant(from)?), format(instant(to)?)))
 }
 
 /// `/v2/usercollection/{data_type}/{object_id}`. The collection path is the data type except for

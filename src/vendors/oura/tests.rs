@@ -191,7 +191,7 @@ fn api_daily_sleep_is_the_sleep_score() {
 }
 
 #[test]
-fn api_daily_activity_maps_steps_calories_distance() {
+fn api_daily_activity_maps_steps_and_calories_but_not_walking_equivalent_distance() {
     let id = "4b2e8d1f-6c3a-4f9e-a7d5-0e2c4b6a8f13";
     let event = one(map_api_daily_activity(API_DAILY_ACTIVITY, &input(b"{}"), USER));
     assert_eq!(event.event_id, event_id(Vendor::Oura, EventKind::Activity, id));
@@ -201,7 +201,28 @@ fn api_daily_activity_maps_steps_calories_distance() {
     assert_eq!(event.steps, Some(9_874));
     assert_eq!(event.active_calories_kcal, Some(548.0));
     assert_eq!(event.total_calories_kcal, Some(2_513.0));
-    assert_eq!(event.distance_meters, Some(10_130.0));
+    // `equivalent_walking_distance` (10 130 in the fixture) is "the equivalent walking distance
+    // (in meters) of energy expenditure" (Oura OpenAPI DailyActivityModel): not a distance.
+    assert_eq!(event.distance_meters, None);
+}
+
+#[test]
+fn a_polled_heartrate_window_is_fetched_from_the_series_endpoint() {
+    let from = chrono::DateTime::from_timestamp(1_795_651_200, 0).unwrap();
+    let to = chrono::DateTime::from_timestamp(1_795_672_800, 0).unwrap();
+    let id = super::heartrate_window_id(from, to);
+    let body = format!(r#"{{"event_type":"update","data_type":"heartrate","object_id":"{id}","user_id":"{USER}"}}"#);
+    match normalize(&input(body.as_bytes())) {
+        Ok(Outcome::PendingFetch(fetch)) => {
+            assert_eq!(
+                fetch.api_path,
+                "/v2/usercollection/heartrate?start_datetime=2026-11-26T00:00:00Z&end_datetime=2026-11-26T06:00:00Z"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = format!(r#"{{"event_type":"update","data_type":"heartrate","object_id":"hr-x","user_id":"{USER}"}}"#);
+    assert_eq!(normalize(&input(bad.as_bytes())).unwrap_err().class(), "invalid_value");
 }
 
 #[test]

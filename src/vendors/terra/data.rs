@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::TerraUser;
 use crate::event::{BiometricEvent, EventKind, HrvWindow};
-use crate::vendors::time::{date_part, rfc3339_to_millis};
+use crate::vendors::time::{date_part, terra_time_to_millis};
 use crate::vendors::{NormalizeError, RawInput, base_event};
 
 /// The envelope of a data event. `user` is required: without it the data belongs to no one.
@@ -49,9 +49,14 @@ struct Metadata {
 }
 
 impl Metadata {
-    /// The upsert key of sleep and activity records.
-    fn summary_id(&self, kind: &str) -> Result<&str, NormalizeError> {
-        self.summary_id.as_deref().ok_or_else(|| NormalizeError::InvalidShape(format!("terra {kind} without metadata.summary_id")))
+    /// The upsert key of sleep and activity records: `summary_id`, optional in Terra's schema.
+    /// Without it the record's natural key is (Terra user, start, end) — stable across Terra's
+    /// re-sends of the same session, which keep its times.
+    fn record_key(&self, user: &TerraUser) -> String {
+        match &self.summary_id {
+            Some(summary_id) if !summary_id.is_empty() => summary_id.clone(),
+            _ => format!("{}|{}|{}", user.user_id, self.start_time, self.end_time),
+        }
     }
 }
 
@@ -86,7 +91,9 @@ struct Calories {
 }
 
 /// A new event for one record: times from `metadata`, Terra's provider as the device, and the
-/// user's `reference_id` (our id) when the payload carries it.
+/// user's `reference_id` (our id) when the payload carries it. A time without an offset (local
+/// time, as Terra's schemas allow) is noted on the event: `measured_at` is then that local time
+/// read as UTC (see `terra_time_to_millis`).
 fn new_event(
     input: &RawInput<'_>,
     user: &TerraUser,
@@ -94,8 +101,13 @@ fn new_event(
     natural_key: &str,
     metadata: &Metadata,
 ) -> Result<BiometricEvent, NormalizeError> {
-    let mut event = base_event(input, kind, natural_key, &user.user_id, rfc3339_to_millis(&metadata.start_time)?);
-    event.measured_until = Some(rfc3339_to_millis(&metadata.end_time)?);
+    let (start, start_known) = terra_time_to_millis(&metadata.start_time)?;
+    let (end, end_known) = terra_time_to_millis(&metadata.end_time)?;
+    let mut event = base_event(input, kind, natural_key, &user.user_id, start);
+    event.measured_until = Some(end);
+    if !(start_known && end_known) {
+        event.note("measured_at", metadata.start_time.clone(), NO_UTC_OFFSET, Some("local time read as UTC".to_owned()));
+    }
     event.vendor_record_id = metadata.summary_id.clone();
     event.source_device = user.provider.clone();
     if let Some(reference_id) = user.reference_id() {
@@ -103,6 +115,9 @@ fn new_event(
     }
     Ok(event)
 }
+
+/// The data-quality reason of a time Terra sent without its UTC offset.
+pub const NO_UTC_OFFSET: &str = "no_utc_offset";
 
 /// The day key of daily and body records: `<terra user id>|<date part of start_time>` (§1.6).
 fn day_key(user: &TerraUser, metadata: &Metadata) -> Result<(String, String), NormalizeError> {
@@ -186,7 +201,7 @@ struct Temperature {
 /// a session mean, not the nightly value thresholds are tuned for.
 fn sleep(input: &RawInput<'_>, user: &TerraUser, record: Sleep) -> Result<BiometricEvent, NormalizeError> {
     let metadata = &record.metadata;
-    let mut event = new_event(input, user, EventKind::Sleep, metadata.summary_id("sleep")?, metadata)?;
+    let mut event = new_event(input, user, EventKind::Sleep, &metadata.record_key(user), metadata)?;
     event.local_date = Some(date_part(&metadata.end_time)?);
     let window = if metadata.is_nap == Some(true) { HrvWindow::SessionMean } else { HrvWindow::NightlyMean };
     apply_heart_rate(&mut event, record.heart_rate_data, window);
@@ -292,7 +307,7 @@ struct DistanceSummary {
 
 fn activity(input: &RawInput<'_>, user: &TerraUser, record: Activity) -> Result<BiometricEvent, NormalizeError> {
     let metadata = &record.metadata;
-    let mut event = new_event(input, user, EventKind::Activity, metadata.summary_id("activity")?, metadata)?;
+    let mut event = new_event(input, user, EventKind::Activity, &metadata.record_key(user), metadata)?;
     event.local_date = Some(date_part(&metadata.start_time)?);
     apply_heart_rate(&mut event, record.heart_rate_data, HrvWindow::SessionMean);
     if let Some(summary) = record.distance_data.and_then(|distance| distance.summary) {

@@ -10,6 +10,7 @@
 
 mod data;
 mod identity;
+mod observation;
 pub mod pointer;
 mod signature;
 #[cfg(test)]
@@ -33,7 +34,8 @@ const TRACE_ID_HEADER: &str = "x-terra-trace-id";
 /// Types Terra documents that carry no biometric data for us, with why they are skipped.
 fn notice_reason(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "athlete" | "nutrition" | "menstruation" => "data type not used by this pipeline",
+        "athlete" | "nutrition" | "menstruation" | "hormone" | "planned_workout" => "data type not used by this pipeline",
+        "lab_report.completed" | "lab_report.failed" => "lab report lifecycle; lab results are not in this pipeline's events",
         "large_request_processing" | "large_request_sending" | "processing" => "progress notice; the data follows in later events",
         "connection_error" | "permission_change" | "google_no_datasource" | "rate_limit_hit" => "connection status notice without data",
         "healthcheck" => "destination health check",
@@ -120,15 +122,22 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let kind = event_type(input.body)?;
     match kind.as_str() {
         "sleep" | "daily" | "body" | "activity" => data::normalize(&kind, input).map(Outcome::Events),
+        "health_observation" => observation::normalize(input).map(Outcome::Events),
         "auth" | "auth_cancelled" | "deauth" | "access_revoked" | "user_reauth" => identity::normalize(&kind, input.body),
         // Terra's Kafka destination, ping mode and large payloads: a link to the data.
         "s3_payload" | "s3_upload" => pointer::normalize(input),
         other => {
             // Nothing else parses the body of a notice: make sure it is JSON all the same.
             serde_json::from_slice::<serde::de::IgnoredAny>(input.body)?;
+            // Terra adds event types over time and asks receivers to acknowledge the ones they do
+            // not know: a notice (counted under `unknown`, the type is the sender's text), never a
+            // dead letter.
             match notice_reason(other) {
                 Some(reason) => Ok(Outcome::Notice { kind, detail: reason.to_owned() }),
-                None => Err(NormalizeError::UnsupportedType(format!("terra {other}"))),
+                None => Ok(Outcome::Notice {
+                    kind: "unknown".to_owned(),
+                    detail: format!("type {other:?} is not known to this pipeline; acknowledged"),
+                }),
             }
         }
     }

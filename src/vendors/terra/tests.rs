@@ -332,9 +332,18 @@ fn recognised_types_without_data_are_notices() {
 }
 
 #[test]
-fn unknown_type_is_unsupported() {
-    let error = error(br#"{"type":"lab_report.completed","user":{"user_id":"u-1"}}"#);
-    assert_eq!(error.class(), "unsupported_type");
+fn unknown_and_informational_types_are_acknowledged_notices() {
+    for (body, kind) in [
+        (&br#"{"type":"lab_report.completed","user":{"user_id":"u-1"}}"#[..], "lab_report.completed"),
+        (br#"{"type":"hormone","user":{"user_id":"u-1"},"data":[]}"#, "hormone"),
+        (br#"{"type":"planned_workout","user":{"user_id":"u-1"},"data":[]}"#, "planned_workout"),
+        (br#"{"type":"something_new","user":{"user_id":"u-1"}}"#, "unknown"),
+    ] {
+        match normalize(&input(body)) {
+            Ok(Outcome::Notice { kind: found, .. }) => assert_eq!(found, kind),
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -352,8 +361,49 @@ fn wrong_shapes_are_shape_errors() {
     assert_eq!(error(no_user).class(), "invalid_shape");
     assert_eq!(error(br#"{"data":[]}"#).class(), "invalid_shape", "no type");
     assert_eq!(error(b"[1,2]").class(), "invalid_shape");
+}
+
+#[test]
+fn a_sleep_without_summary_id_is_keyed_by_user_and_times() {
+    // `summary_id` is optional in Terra's SleepMetadata (source: Terra OpenAPI SleepMetadata.yaml).
     let no_summary_id = replaced(SLEEP, "\"summary_id\": \"2-7f3a9c1d2e4b5a6c8d9e0f1a2b3c4d5e6f\",", "");
-    assert_eq!(error(&no_summary_id).class(), "invalid_shape");
+    let event = only_event(&no_summary_id);
+    let key = format!("{OURA_CONNECTION}|2026-11-19T23:08:30.000000-05:00|2026-11-20T06:49:00.000000-05:00");
+    assert_eq!(event.event_id, event_id(Vendor::Terra, EventKind::Sleep, &key));
+    assert_eq!(event.vendor_record_id, None);
+    assert_eq!(only_event(&no_summary_id).event_id, event.event_id, "stable across re-sends");
+}
+
+#[test]
+fn times_without_an_offset_are_local_times_not_errors() {
+    // "TimeZone info will be provided whenever possible. If absent, the time corresponds to the
+    // user's local time" (Terra OpenAPI SleepMetadata / DailyMetadata / ActivityMetadata).
+    let local = replaced(SLEEP, "2026-11-20T06:49:00.000000-05:00", "2026-11-20T06:49:00.000000");
+    let local = String::from_utf8(local).unwrap().replace("2026-11-19T23:08:30.000000-05:00", "2026-11-19T23:08:30.000000");
+    let event = only_event(local.as_bytes());
+    assert_eq!(event.local_date.as_deref(), Some("2026-11-20"), "the date of the local time");
+    assert_eq!(event.measured_at, 1_795_129_710_000, "23:08:30 read as UTC");
+    let note = &event.data_quality[0];
+    assert_eq!((note.field.as_str(), note.reason.as_str()), ("measured_at", "no_utc_offset"));
+    assert_eq!(event.hrv_rmssd_ms, Some(58.0), "the values are all there");
+}
+
+#[test]
+fn an_irregular_rhythm_notification_is_a_health_observation() {
+    let body = br#"{"type":"health_observation","version":"2022-03-16",
+        "user":{"user_id":"u-9","provider":"APPLE","reference_id":"athlete-9"},
+        "data":[{"metadata":{"start_time":"2026-11-20T03:10:00.000000-05:00","end_time":"2026-11-20T03:40:00.000000-05:00","summary_id":"7C3A5D9E"},
+                 "observation_data":{"category":7,"observation_type":"irregular_heart_rhythm_event"}}]}"#;
+    let event = only_event(body);
+    assert_eq!(event.kind, EventKind::HealthObservation);
+    assert_eq!(event.observation_type.as_deref(), Some("irregular_heart_rhythm_event"));
+    assert_eq!(event.observation_category.as_deref(), Some("device_event"));
+    assert_eq!(event.user_id, "athlete-9");
+    assert_eq!(event.event_id, event_id(Vendor::Terra, EventKind::HealthObservation, "7C3A5D9E"));
+    let retracted = String::from_utf8(body.to_vec()).unwrap().replace(r#""category":7,"#, r#""category":7,"status":"ENTERED_IN_ERROR","#);
+    let deletion = only_event(retracted.as_bytes());
+    assert_eq!(deletion.kind, EventKind::Deleted);
+    assert_eq!(deletion.retracts_event_id, Some(event.event_id));
 }
 
 #[test]

@@ -57,6 +57,9 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
     let notification: Notification = serde_json::from_slice(input.body)?;
     let (data_type, collection) = match notification.kind.as_str() {
         "sleep.updated" => ("sleep", "sleep"),
+        // Not a WHOOP webhook: WHOOP sends none for cycles. Reconciliation lists them and feeds
+        // this notification so they take the fetch path (`GET /v2/cycle/{id}`).
+        "cycle.updated" => ("cycle", "cycle"),
         "workout.updated" => ("workout", "workout"),
         // There is no `GET /v2/recovery/{id}`, and a recovery notification's `id` is the SLEEP's
         // id (§3.1). The fetch is therefore two steps: GET this sleep, read its `cycle_id`
@@ -79,7 +82,10 @@ pub fn normalize(input: &RawInput<'_>) -> Result<Outcome, NormalizeError> {
         vendor: Vendor::Whoop,
         vendor_user_id: notification.user_id.to_string(),
         data_type: data_type.to_owned(),
-        api_path: format!("/v2/activity/{collection}/{}", notification.id),
+        api_path: match collection {
+            "cycle" => format!("/v2/cycle/{}", notification.id),
+            _ => format!("/v2/activity/{collection}/{}", notification.id),
+        },
         expires_at_ms: None,
         object_id: notification.id,
     }))

@@ -88,8 +88,19 @@ fn deleted_is_a_deleted_event_and_unknown_types_are_unsupported() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 3, "deleting a sleep and its recovery are two different retractions");
-    let body = replaced(WEBHOOK_SLEEP_UPDATED, "sleep.updated", "cycle.updated");
+    let body = replaced(WEBHOOK_SLEEP_UPDATED, "sleep.updated", "body_measurement.updated");
     assert_eq!(normalize(&input(&body)).unwrap_err().class(), "unsupported_type");
+}
+
+#[test]
+fn a_cycle_notification_fed_by_reconciliation_is_fetched_from_the_cycle_endpoint() {
+    // WHOOP has no cycle webhook ("Are there webhooks for Day Strain, cycles…? Not at the
+    // moment", WHOOP developer FAQ): reconciliation feeds `cycle.updated`, ids are integers.
+    let body = br#"{"user_id":10129457,"id":"93845","type":"cycle.updated","trace_id":"reconcile-1"}"#;
+    match normalize(&input(body)) {
+        Ok(Outcome::PendingFetch(fetch)) => assert_eq!((fetch.data_type.as_str(), fetch.api_path.as_str()), ("cycle", "/v2/cycle/93845")),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
