@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A local stand-in for the Oura and WHOOP cloud APIs, for `scripts/demo` (no internet here).
+"""A local stand-in for the Oura and WHOOP cloud APIs and Terra's payload storage, for
+`scripts/demo` (no internet here).
 
 Serves the recorded API documents of tests/fixtures and the vendors' OAuth token endpoints, under
 the real paths. The demo sends its notifications with fresh record ids (a re-run is new data), so
@@ -11,12 +12,16 @@ derived from the sleep id, whose recovery names that sleep):
   /whoop/v2/activity/sleep/{id}                 WHOOP sleep
   /whoop/v2/cycle/{cycle_id}/recovery           WHOOP recovery of a cycle
   /whoop/oauth/oauth2/token                     WHOOP token endpoint
+  /terra/storage/{name}?X-Amz-Expires=N         a Terra payload stored in --storage-dir (no token:
+                                                the URL is the credential, like a pre-signed S3
+                                                URL); 403 "Request has expired" N s after it was
+                                                stored, as S3 answers
 
 Every document is served to the bearer of the access token printed at start (`--tokens-out`
 writes the token responses the demo stores with `connections add`). The integration tests use a
 fuller simulator (tests/integration/vendor_sim.rs: expiry, single-use refresh tokens, faults).
 
-  vendor_api_sim.py --fixtures tests/fixtures --port 8890 --tokens-out DIR
+  vendor_api_sim.py --fixtures tests/fixtures --port 8890 --tokens-out DIR [--storage-dir DIR]
 """
 
 import argparse
@@ -25,8 +30,9 @@ import json
 import os
 import secrets
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 
 def load(fixtures, name):
@@ -65,6 +71,7 @@ def document(recorded, path, cycles):
 class Handler(BaseHTTPRequestHandler):
     recorded = {}
     cycles = {}  # cycle id -> sleep id, from the sleeps served
+    storage_dir = None  # Terra payloads
     access = {}  # vendor -> current access token
     refresh = {}  # vendor -> current (single-use) refresh token
 
@@ -76,8 +83,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def storage(self):
+        """A stored Terra payload, while its URL is valid."""
+        url = urlsplit(self.path)
+        name = url.path.rsplit("/", 1)[-1]
+        path = os.path.join(self.storage_dir or "", name)
+        if not self.storage_dir or not name.isalnum() or not os.path.isfile(path):
+            return self.reply(404, b"<Error><Code>NoSuchKey</Code></Error>")
+        expires = int(parse_qs(url.query).get("X-Amz-Expires", ["0"])[0])
+        if time.time() > os.path.getmtime(path) + expires:
+            return self.reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+        with open(path, "rb") as handle:
+            return self.reply(200, handle.read())
+
     def do_GET(self):
         vendor = self.path.split("/")[1]
+        if vendor == "terra":
+            return self.storage()
         if self.headers.get("authorization") != f"Bearer {self.access.get(vendor)}":
             return self.reply(401, {"message": "Unauthorized"})
         body = document(self.recorded, self.path, self.cycles)
@@ -114,8 +136,10 @@ def main():
     parser.add_argument("--fixtures", required=True)
     parser.add_argument("--port", type=int, default=8890)
     parser.add_argument("--tokens-out", required=True, help="directory for oura.json / whoop.json token responses")
+    parser.add_argument("--storage-dir", help="directory of the Terra payloads served under /terra/storage")
     args = parser.parse_args()
     Handler.recorded = documents(args.fixtures)
+    Handler.storage_dir = args.storage_dir
     for vendor in ("oura", "whoop"):
         path = os.path.join(args.tokens_out, f"{vendor}.json")
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:

@@ -163,7 +163,15 @@ pub async fn retry_pending(
     let mut confirmed = 0;
     let mut still = Vec::new();
     for (vendor, user) in pending(pool).await? {
-        let outcome = revoker.revoke(store, vendor, &user).await?;
+        // One connection's trouble (a token that no longer decrypts, a row gone meanwhile) is
+        // that connection's: reported with it, never stopping the others' retries.
+        let outcome = match revoker.revoke(store, vendor, &user).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(vendor = vendor.slug(), %error, "A pending vendor revocation cannot be retried.");
+                Revoked::Pending("token_unreadable".to_owned())
+            }
+        };
         record(pool, vendor, &user, &outcome).await?;
         match outcome {
             Revoked::Confirmed => confirmed += 1,

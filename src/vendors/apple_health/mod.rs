@@ -6,6 +6,19 @@
 //! point arrives again with every overlapping export window (§4.2), so the natural key is
 //! `<user>|<metric name>|<date string>`: the user is part of it because, unlike vendor record ids,
 //! a date is not unique across users.
+//!
+//! # Facts this module relies on, and their sources
+//!
+//! Tags are those of vendors.md §12; `docs/vendor-contracts.md` lists where vendors.md was wrong.
+//! - Body `{"data":{"metrics":[{"name","units","data":[…]}]}}`, dates `yyyy-MM-dd HH:mm:ss Z` [A3].
+//! - No signature: the user configures a bearer header [A4][A5].
+//! - `heart_rate_variability` is HealthKit's SDNN in ms, spot readings [A1][A3].
+//! - Aggregated sleep comes in two shapes: the one HAE's JSON documentation describes (wiki
+//!   revision October 2024: `asleep`, `inBed`, `sleepSource`, `inBedSource`) and the stage-by-stage
+//!   one (`totalSleep`, `core`, `deep`, `rem`) of earlier exports; both are read [A3].
+//! - `blood_oxygen_saturation` is documented in `%`, but HealthKit stores a fraction and some
+//!   exports pass it through (`0.97`): a value ≤ 1 is read as a fraction [A3][A1].
+//! - Overlapping export windows re-send the same points, which carry no id [A4][A5].
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,28 @@
 //!   `/v2/usercollection/{data_type}/{object_id}`; a `delete` becomes a DELETED event.
 //! - `api.rs`: the mappers of fetched API documents to events ([`map_api_record`] and one per
 //!   data type), used by the fetch step.
+//!
+//! # Facts this module relies on, and their sources
+//!
+//! Tags are those of vendors.md §12; `docs/vendor-contracts.md` lists where vendors.md was wrong.
+//! - Signature `UPPER(hex(HMAC-SHA256(client secret, x-oura-timestamp + raw body)))`, timestamp in
+//!   seconds (unit unconfirmed; the example is `1234567890`) [O1][O4-verification][O5].
+//! - Failed deliveries are retried 10 times over about an hour; no replay window is documented, so
+//!   signatures up to 2 h old are accepted (`OURA_SIGNATURE_TOLERANCE_SECS`) [O1]. Answering 410
+//!   cancels the subscription, so no route of ours ever answers 410 [O1].
+//! - Notifications carry no delivery id; the fetched document's `id` is the upsert key [O1].
+//! - `GET /v2/usercollection/{data_type}/{id}`; data type `vo2_max` has path `vO2_max` [O1][O5].
+//! - `heartrate` cannot be subscribed to (not in `ExtApiV2DataType` of spec v1.27); it is polled
+//!   with `start_datetime`/`end_datetime` ([`heartrate_window_id`]) [O1].
+//! - Collections' date bounds: the OpenAPI does not say whether they are inclusive; receivers report
+//!   a date-only `end_date` read as midnight (the-momentum/open-wearables#1161) and `sleep`'s
+//!   `start_date` as exclusive (open-wearables PR #1007): reconciliation pads a day each side.
+//! - `average_hrv` is RMSSD in ms [O2]; `average_breath` is breaths per minute (the OpenAPI says
+//!   "breaths/second", but documented and recorded values are 14–16) [O1];
+//!   `equivalent_walking_distance` is "equivalent walking distance (in meters) of energy
+//!   expenditure", not a distance travelled, so it is not mapped [O1 DailyActivityModel].
+//! - Refresh tokens are single-use [O3]; rate limit 5 000 requests per 5 minutes [O1].
+//! - Revocation: `https://api.ouraring.com/oauth/revoke?access_token=` [O1 securitySchemes].
 
 mod api;
 mod signature;

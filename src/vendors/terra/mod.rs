@@ -7,6 +7,36 @@
 //! - [`normalize`]: dispatch on the envelope's `type`: data events become events (`data.rs`), the
 //!   connection lifecycle becomes identity changes (`identity.rs`), payload pointers become
 //!   downloads for the fetch stage (`pointer.rs`), everything else recognised is a notice.
+//!
+//! # Facts this module relies on, and their sources
+//!
+//! Tags are those of vendors.md §12; `docs/vendor-contracts.md` lists where vendors.md was wrong.
+//! - Signature `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + raw body)>`, header
+//!   `terra-signature` / `X-Terra-Signature` (any case); only `v1` counts [T2][T5][T6].
+//! - Retries back off over "a little over 24 h" and may keep the original `t` (nobody documents
+//!   whether Terra re-signs), so the ingress accepts signatures up to 26 h old
+//!   (`TERRA_SIGNATURE_TOLERANCE_SECS`) and de-duplicates by delivery id [T4-retry].
+//! - Delivery id `X-Terra-Trace-Id`, stable across retries; chunks of a large request
+//!   `<id>:chunk:<n>`; never de-duplicate on `terra-reference` [T3-dedupe].
+//! - `X-Terra-Ordering-Timestamp` (ms, set when Terra emitted the payload): a stored record is
+//!   overwritten only by an equal or newer one; missing means newest [T3-superset][T1].
+//! - No fixed size limit on a webhook; long activities are tens of MB, backfill chunks ≤ 10 MB
+//!   (Terra docs, "large payload chunking 413"): `TERRA_MAX_BODY_BYTES` 64 MiB.
+//! - Pointers `{"type":"s3_payload","url":…,"expires_in":600}` on Kafka (300 in webhooks), the
+//!   payload behind the URL an ordinary webhook event [T6][T1 webhooks.s3_upload].
+//! - Large requests: `large_request_processing`, `large_request_sending` (`expected_payloads`),
+//!   then the chunks, all with one `terra-reference` [T1].
+//! - Times carry an offset "whenever possible; if absent, the time corresponds to the user's local
+//!   time" (`SleepMetadata`, `DailyMetadata`, `ActivityMetadata`) [T1]; day-level records take the
+//!   date part of the string [T3-datepart].
+//! - `SleepMetadata.summary_id` is optional [T1]; the natural key then is user + start + end.
+//! - Event types beyond the data ones (`hormone`, `planned_workout`, `lab_report.*`, …) are
+//!   informational: acknowledged and logged, never dead-lettered [T1][T3]; `health_observation`
+//!   carries device events (irregular rhythm) and is mapped (`observation.rs`).
+//! - `user.reference_id` is our user id, `user.user_id` Terra's id of the connection [T1 TerraUser].
+//! - HRV: `avg_hrv_rmssd` / `avg_hrv_sdnn`, read as ms (the unit is unstated; examples read as ms) [T1].
+//! - REST re-send: `GET /v2/{activity,body,daily,sleep}?user_id&start_date&end_date&to_webhook=true`
+//!   with `dev-id` and `x-api-key` [T5][T1] (`fetch/terra_api.rs`).
 
 mod data;
 mod identity;

@@ -7,6 +7,23 @@
 //!   event.
 //! - `api.rs`: the mappers of fetched API records to events ([`map_api_record`] and one per
 //!   record type), used by the fetch step.
+//!
+//! # Facts this module relies on, and their sources
+//!
+//! Tags are those of vendors.md §12; `docs/vendor-contracts.md` lists where vendors.md was wrong.
+//! - Signature `base64(HMAC-SHA256(client secret, X-WHOOP-Signature-Timestamp + raw body))`, the
+//!   timestamp in milliseconds [W1].
+//! - 5 retries over about an hour; no replay window is documented, so signatures up to 2 h old are
+//!   accepted (`WHOOP_SIGNATURE_TOLERANCE_SECS`) and copies de-duplicated by `trace_id` [W1].
+//! - v2 ids are UUIDs (v1's were integers); creations arrive as `*.updated`; a recovery's id is
+//!   its sleep's UUID [W1].
+//! - No webhook for cycles (day strain, kilojoules, daily heart rate): "retrieve by calling their
+//!   respective APIs" [W1 FAQ]; reconciliation lists `/v2/cycle` for every connection.
+//! - `score` exists only when `score_state == "SCORED"` [W2]; HRV `hrv_rmssd_milli` is RMSSD in ms [W2].
+//! - Rate limits 100 requests per minute and 10 000 per day; responses carry `X-RateLimit-Reset`
+//!   (seconds until the window resets), honoured like `Retry-After` on a 429 (WHOOP docs, "API
+//!   Rate Limiting", developer.whoop.com/docs/developing/rate-limiting) [W4-doc].
+//! - `DELETE /v2/user/access` revokes the user's authorization: "no webhooks will be sent" [W1][W2].
 
 mod api;
 mod signature;
