@@ -41,7 +41,7 @@ fn run(records: usize, latency: Duration, concurrency: usize, runtime: &tokio::r
     let path = std::env::temp_dir().join(format!("bench-topology-{namespace}.toml"));
     std::fs::write(&path, &text).unwrap();
     let topology = Topology::parse_namespaced(&text, "bench", Some(&namespace)).unwrap();
-    let kafka = KafkaArgs { bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), kafka_options: vec![] };
+    let kafka = KafkaArgs::plaintext(env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"));
     runtime.block_on(biometric_bridge::kafka::admin::ensure_topics(&kafka, &topology.topics)).unwrap();
 
     // Connections (a key of this run) and the records behind the notifications.

@@ -249,7 +249,7 @@ fn prepare(text: &str, namespace: &str, partitions: usize) -> (PathBuf, Topology
     let path = std::env::temp_dir().join(format!("bench-topology-{namespace}.toml"));
     std::fs::write(&path, &text).unwrap();
     let topology = Topology::parse_namespaced(&text, "bench", Some(namespace)).unwrap();
-    let kafka = KafkaArgs { bootstrap_servers: bootstrap(), kafka_options: vec![] };
+    let kafka = KafkaArgs::plaintext(bootstrap());
     tokio::runtime::Runtime::new().unwrap().block_on(biometric_bridge::kafka::admin::ensure_topics(&kafka, &topology.topics)).unwrap();
     (path, topology)
 }

@@ -118,7 +118,7 @@ fn main() {
     let topology_path = std::env::temp_dir().join(format!("bench-topology-{namespace}.toml"));
     std::fs::write(&topology_path, &text).unwrap();
     let topology = Topology::parse_namespaced(&text, "bench", Some(&namespace)).unwrap();
-    let kafka = KafkaArgs { bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092".to_owned()), kafka_options: vec![] };
+    let kafka = KafkaArgs::plaintext(env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092".to_owned()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(biometric_bridge::kafka::admin::ensure_topics(&kafka, &topology.topics)).unwrap();
     let topic = |base: &str| topology.topics.iter().find(|t| t.name == format!("{base}-{namespace}")).unwrap().name.clone();

@@ -34,7 +34,7 @@ pub async fn tail(
             ("isolation.level", "read_committed"),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", if from_beginning { "earliest" } else { "latest" }),
-        ])
+        ])?
         .create()?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;

@@ -19,7 +19,15 @@ pub fn next_delay(delay: Duration) -> Duration {
     (delay * 2).min(MAX_DELAY)
 }
 
-/// Retries `attempt` until it succeeds or shutdown. `dependency` names what is waited for in
+/// An error no retry can fix (the registry answers 404 at the configured path, a refused
+/// credential): [`wait_for`] returns it at once, so a misconfigured start exits with one clear
+/// line instead of waiting forever as if the dependency were down.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Misconfigured(pub String);
+
+/// Retries `attempt` until it succeeds or shutdown; an attempt failing with [`Misconfigured`]
+/// ends the wait with that error. `dependency` names what is waited for in
 /// logs and metrics (`kafka`, `postgresql`, `schema_registry`, `redis`); `address` says where.
 pub async fn wait_for<T, F, Fut>(dependency: &str, address: &str, shutdown: &CancellationToken, mut attempt: F) -> anyhow::Result<T>
 where
@@ -35,6 +43,9 @@ where
                     tracing::info!(dependency, address, attempts, "Dependency available.");
                 }
                 return Ok(value);
+            }
+            Err(error) if error.downcast_ref::<Misconfigured>().is_some() => {
+                return Err(error.context(format!("{dependency} at {address} is misconfigured")));
             }
             Err(error) => {
                 attempts += 1;

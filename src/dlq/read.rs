@@ -54,7 +54,7 @@ fn consumer(kafka: &KafkaArgs) -> anyhow::Result<Reader> {
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
-        ])
+        ])?
         .create_with_context(ReaderContext)?)
 }
 

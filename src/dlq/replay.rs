@@ -90,7 +90,7 @@ pub fn producer(kafka: &KafkaArgs) -> anyhow::Result<FutureProducer> {
             ("enable.idempotence", "true"),
             ("client.id", "biometric-bridge-dlq-replay"),
             ("message.max.bytes", &crate::kafka::MAX_RAW_RECORD_BYTES.to_string()),
-        ])
+        ])?
         .create()?)
 }
 

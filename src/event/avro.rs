@@ -29,6 +29,10 @@ const MAGIC_BYTE: u8 = 0;
 pub enum CodecError {
     #[error("schema registry: {0}")]
     Registry(String),
+    /// The registry answered, and said no (404: wrong URL or path, 401/403: credentials, 422:
+    /// an incompatible schema). Waiting does not fix it.
+    #[error("schema registry refused the request (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
     #[error("avro: {0}")]
     Avro(String),
     #[error("not a Confluent wire-format value: {0}")]
@@ -41,10 +45,20 @@ pub enum CodecError {
 /// already has) and returns its id.
 pub async fn register(settings: &SrSettings, subject: &str) -> Result<u32, CodecError> {
     let supplied = SuppliedSchema::new(Some("io.biometricbridge.v1.BiometricEvent".to_owned()), SchemaType::Avro, SCHEMA_JSON.to_owned());
-    post_schema(settings, subject.to_owned(), supplied)
-        .await
-        .map(|registered| registered.id)
-        .map_err(|error| CodecError::Registry(error.to_string()))
+    post_schema(settings, subject.to_owned(), supplied).await.map(|registered| registered.id).map_err(|error| {
+        match refusal_status(&error.error) {
+            Some(status) if !error.retriable => CodecError::Refused { status, message: error.to_string() },
+            _ => CodecError::Registry(error.to_string()),
+        }
+    })
+}
+
+/// The 4xx status in the crate's "… failed with status 404 Not Found" message, except the two a
+/// retry can cure (408 timeout, 429 rate limit).
+fn refusal_status(message: &str) -> Option<u16> {
+    let digits = message.split("status ").nth(1)?.get(..3)?;
+    let status: u16 = digits.parse().ok()?;
+    ((400..500).contains(&status) && status != 408 && status != 429).then_some(status)
 }
 
 /// Encodes and decodes events with one known, registered schema id.
@@ -98,5 +112,19 @@ pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
         [MAGIC_BYTE, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
         [_, ..] if bytes.len() >= 5 => Err(CodecError::WireFormat("magic byte is not 0")),
         _ => Err(CodecError::WireFormat("shorter than the 5-byte header")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal_status;
+
+    #[test]
+    fn client_errors_are_refusals_except_the_retryable_ones() {
+        assert_eq!(refusal_status("HTTP request to schema registry failed with status 404 Not Found"), Some(404));
+        assert_eq!(refusal_status("HTTP request to schema registry failed with status 401 Unauthorized"), Some(401));
+        assert_eq!(refusal_status("HTTP request to schema registry failed with status 429 Too Many Requests"), None);
+        assert_eq!(refusal_status("HTTP request to schema registry failed with status 500 Internal Server Error"), None);
+        assert_eq!(refusal_status("http call to schema registry failed"), None);
     }
 }

@@ -188,7 +188,7 @@ impl Reconciler {
         raw_topic: &str,
     ) -> anyhow::Result<Self> {
         let producer: FutureProducer =
-            kafka.config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("client.id", "biometric-bridge-reconcile")]).create()?;
+            kafka.config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("client.id", "biometric-bridge-reconcile")])?.create()?;
         Ok(Reconciler { fetcher, store, pool, producer, raw_topic: raw_topic.to_owned() })
     }
 

@@ -319,6 +319,20 @@ async fn handshake(
 /// `biometric-bridge ingress`.
 pub async fn run(args: IngressArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let secrets = VendorSecrets::load()?;
+    // A refusal (wrong SASL password, TLS that does not verify) is a misconfiguration: exit with
+    // it. An absent cluster is not: the ingress starts, its circuit refuses writes meanwhile.
+    let kafka = args.kafka.clone();
+    match tokio::task::spawn_blocking(move || crate::kafka::preflight::contact(&kafka, Duration::from_secs(10))).await?? {
+        crate::kafka::preflight::Contact::Reachable { brokers } => {
+            tracing::info!(brokers, bootstrap = %args.kafka.bootstrap_servers, "Kafka reachable.")
+        }
+        crate::kafka::preflight::Contact::Unreachable { last_error } => tracing::warn!(
+            dependency = "kafka",
+            address = %args.kafka.bootstrap_servers,
+            error = %last_error,
+            "Kafka does not answer yet; starting anyway, writes are refused (503) until it does."
+        ),
+    }
     let ingress = Ingress::build(&args, secrets).await?;
     ingress.run_until_stopped(shutdown).await
 }

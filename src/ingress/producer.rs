@@ -117,7 +117,7 @@ impl RawProducer {
                 ("message.timeout.ms", &timeout_ms),
                 ("statistics.interval.ms", "1000"),
                 ("client.id", "biometric-bridge-ingress"),
-            ])
+            ])?
             .create_with_context(context)?;
         let circuit = CircuitBreaker::new(settings.circuit_failure_threshold, settings.circuit_recovery);
         Ok(RawProducer { producer, connected, circuit, settings })

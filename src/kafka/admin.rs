@@ -25,7 +25,7 @@ pub enum TopicStatus {
 }
 
 pub fn admin_client(kafka: &KafkaArgs) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    Ok(kafka.config_with(&[]).create()?)
+    Ok(kafka.config_with(&[])?.create()?)
 }
 
 /// Creates missing topics, then checks every topic against its spec.

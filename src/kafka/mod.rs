@@ -1,8 +1,9 @@
 //! Kafka plumbing shared by the ingress, the processor and the tools: header names and helpers,
-//! and topic administration.
+//! topic administration, and the first contact at start.
 
 pub mod admin;
 pub mod headers;
+pub mod preflight;
 
 /// The largest raw record: a 64 MiB webhook body (Terra's, the largest any vendor sends) plus
 /// 2 MiB for key, headers and framing. Raw, dead-letter, pending-fetch, retry and repartition

@@ -162,13 +162,21 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     let member_id = format!("{}-{instance}", topology.application_id);
     tracing::info!(application_id = %topology.application_id, instance = %instance, "Starting the processor.");
 
+    // Kafka first: a refused login or TLS handshake ends the start here with one clear line,
+    // where the transactional producer would only retry and time out.
+    let brokers = crate::kafka::preflight::wait_until_reachable(&args.kafka, &shutdown).await?;
+    tracing::info!(brokers, bootstrap = %args.kafka.bootstrap_servers, "Kafka reachable.");
+
     // The registry is contacted here only: schema ids are cached for the hot path.
     let settings = args.registry.settings()?;
     let mut schema_ids = HashMap::new();
     for topic in &topology.event_sinks {
         let subject = format!("{topic}-value");
-        let id = crate::startup::wait_for("schema_registry", &args.registry.registry_url, &shutdown, || async {
-            crate::event::avro::register(&settings, &subject).await.map_err(anyhow::Error::from)
+        let id = crate::startup::wait_for("schema_registry", &crate::startup::host_of(&args.registry.registry_url), &shutdown, || async {
+            crate::event::avro::register(&settings, &subject).await.map_err(|error| match error {
+                refused @ crate::event::avro::CodecError::Refused { .. } => crate::startup::Misconfigured(refused.to_string()).into(),
+                other => anyhow::Error::from(other),
+            })
         })
         .await?;
         tracing::info!(subject = %subject, schema_id = id, "Event schema registered.");
@@ -195,7 +203,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("session.timeout.ms", &session_timeout),
             ("statistics.interval.ms", "5000"),
-        ])
+        ])?
         .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
     let producer: BaseProducer = kafka
         .config_with(&[
@@ -207,7 +215,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
             ("linger.ms", "5"),
             ("compression.type", "snappy"),
             ("message.max.bytes", &PRODUCER_MAX_MESSAGE_BYTES.to_string()),
-        ])
+        ])?
         .create()?;
     let restorer: BaseConsumer<store::RestoreContext> = kafka
         .config_with(&[
@@ -218,7 +226,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "50"),
-        ])
+        ])?
         .create_with_context(store::RestoreContext)?;
 
     // Fences any earlier producer with this transactional.id and aborts its open transaction.

@@ -33,7 +33,7 @@ pub fn redis_url() -> String {
 }
 
 pub fn kafka_args() -> KafkaArgs {
-    KafkaArgs { bootstrap_servers: bootstrap(), kafka_options: Vec::new() }
+    KafkaArgs::plaintext(bootstrap())
 }
 
 /// Fails the test at once, saying how to start the stack, when a component does not answer.

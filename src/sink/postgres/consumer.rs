@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -44,8 +43,8 @@ impl ConsumerContext for SinkContext {}
 
 pub type SinkConsumer = StreamConsumer<SinkContext>;
 
-pub fn create(kafka: &KafkaArgs, sink: &str) -> KafkaResult<SinkConsumer> {
-    kafka
+pub fn create(kafka: &KafkaArgs, sink: &str) -> anyhow::Result<SinkConsumer> {
+    Ok(kafka
         .config_with(&[
             ("group.id", sink),
             ("client.id", sink),
@@ -55,8 +54,8 @@ pub fn create(kafka: &KafkaArgs, sink: &str) -> KafkaResult<SinkConsumer> {
             // Only when a stored offset no longer exists (retention deleted it): start over.
             ("auto.offset.reset", "earliest"),
             ("statistics.interval.ms", "5000"),
-        ])
-        .create_with_context(SinkContext)
+        ])?
+        .create_with_context(SinkContext)?)
 }
 
 /// Every partition of `topics`, from the cluster metadata. Blocking (a metadata request).
