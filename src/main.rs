@@ -36,18 +36,20 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
             let topology = topology.load()?;
             let mut report = ensure_topics(&kafka, &topology.topics).await.context("creating topics")?;
             if apply_configs {
-                let drifted: Vec<&topology::TopicSpec> = report
+                let drifted: Vec<topology::TopicSpec> = report
+                    .topics
                     .iter()
                     .filter(|(_, status)| matches!(status, TopicStatus::Drift(_)))
-                    .filter_map(|(name, _)| topology.topic(name))
+                    .filter_map(|(name, _)| topology.topic(name).cloned())
                     .collect();
                 if !drifted.is_empty() {
                     biometric_bridge::kafka::admin::apply_configs(&kafka, &drifted).await?;
                     report = ensure_topics(&kafka, &topology.topics).await.context("checking topics")?;
                 }
             }
+            println!("cluster  {} broker(s)", report.brokers);
             let mut drifted = 0;
-            for (name, status) in report {
+            for (name, status) in report.topics {
                 match status {
                     TopicStatus::Created => println!("created  {name}"),
                     TopicStatus::Exists => println!("ok       {name}"),
@@ -58,6 +60,9 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
                         }
                     }
                 }
+            }
+            for warning in &report.warnings {
+                println!("WARNING  {warning}");
             }
             if drifted > 0 {
                 anyhow::bail!("{drifted} topic(s) differ from the topology; fix them by hand (partition counts cannot shrink)");

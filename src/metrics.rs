@@ -75,6 +75,13 @@ pub static WEBHOOKS_IN_FLIGHT: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("biometric_bridge_webhooks_in_flight", "Webhook requests currently being handled."));
 pub static CIRCUIT_STATE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("biometric_bridge_circuit_state", "Producer circuit breaker: 0 closed, 1 half-open, 2 open."));
+pub static CIRCUIT_PROBES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_circuit_probes_total",
+        "Metadata probes of Kafka while the circuit is not closed, by outcome (writable, not_writable).",
+        &["outcome"],
+    )
+});
 pub static DEDUP_HITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_dedup_hits_total", "Re-deliveries answered from the Redis de-duplication fast path.", &["vendor"])
 });

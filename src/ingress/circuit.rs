@@ -5,6 +5,11 @@
 //! circuit opens and requests fail fast with 503 for `recovery`; then it half-opens and lets one
 //! probe through: its success closes the circuit, its failure re-opens it.
 //!
+//! Requests alone make a poor probe: after an outage the circuit would wait for a request to
+//! half-open it, and behind a load balancer that sends traffic only to ready instances none
+//! comes. So the ingress also asks Kafka directly (`kafka_health.rs`): while the circuit is not
+//! closed, a metadata probe every second closes it as soon as the raw topic can take writes.
+//!
 //! Time comes from `tokio::time::Instant`, so tests drive the cycle with paused time.
 
 use std::sync::Mutex;
@@ -165,6 +170,21 @@ impl CircuitBreaker {
     pub fn state(&self) -> CircuitState {
         state_of(&self.lock())
     }
+
+    /// Kafka itself said it takes writes again (the metadata probe): close the circuit, unless
+    /// a request probe is in flight, whose verdict is fresher. Returns whether it closed.
+    pub fn close_on_healthy_probe(&self) -> bool {
+        let mut inner = self.lock();
+        let closed = match &*inner {
+            Inner::Closed { .. } | Inner::HalfOpen { probe_in_flight: true } => false,
+            Inner::Open { .. } | Inner::HalfOpen { probe_in_flight: false } => {
+                *inner = Inner::Closed { consecutive_failures: 0 };
+                true
+            }
+        };
+        publish(&inner);
+        closed
+    }
 }
 
 fn state_of(inner: &Inner) -> CircuitState {
@@ -191,6 +211,24 @@ mod tests {
 
     fn fail(breaker: &CircuitBreaker) {
         breaker.try_acquire().expect("admitted").failed();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_kafka_probe_closes_an_open_circuit_at_once_but_not_over_a_request_probe() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(60));
+        fail(&breaker);
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert!(breaker.close_on_healthy_probe(), "no need to wait out the 60 s");
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert!(!breaker.close_on_healthy_probe(), "already closed");
+
+        fail(&breaker);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let probe = breaker.try_acquire().expect("the request probe");
+        assert!(!breaker.close_on_healthy_probe(), "the request in flight decides");
+        probe.failed();
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert!(breaker.close_on_healthy_probe());
     }
 
     #[tokio::test(start_paused = true)]

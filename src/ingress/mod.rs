@@ -16,6 +16,7 @@ pub(crate) mod body;
 pub mod circuit;
 pub mod dedup;
 pub mod error;
+pub mod kafka_health;
 pub mod producer;
 mod record;
 mod server;
@@ -99,6 +100,9 @@ pub struct Ingress {
     state: Arc<IngressState>,
     shutdown_timeout: Duration,
     limits: server::ServerLimits,
+    /// For the Kafka probe (`kafka_health.rs`).
+    kafka: crate::config::KafkaArgs,
+    raw_topic: String,
 }
 
 impl Ingress {
@@ -190,7 +194,14 @@ impl Ingress {
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             max_header_bytes: args.max_header_bytes,
         };
-        Ok(Ingress { listener, state, shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs), limits })
+        Ok(Ingress {
+            listener,
+            state,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            limits,
+            kafka: args.kafka.clone(),
+            raw_topic,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -203,7 +214,10 @@ impl Ingress {
         let addr = self.local_addr();
         tracing::info!(%addr, "Ingress listening.");
         let app = router(self.state.clone());
-        if !server::serve(self.listener, app, self.limits, shutdown, self.shutdown_timeout).await {
+        let probe = tokio::spawn(kafka_health::watch(self.state.clone(), self.kafka.clone(), self.raw_topic.clone(), shutdown.clone()));
+        let served = server::serve(self.listener, app, self.limits, shutdown, self.shutdown_timeout).await;
+        probe.abort();
+        if !served {
             tracing::warn!("In-flight requests did not finish within the shutdown timeout.");
         }
         let state = self.state.clone();
@@ -226,6 +240,9 @@ fn register_metrics(state: &IngressState) {
     LazyLock::force(&KAFKA_PRODUCE_DURATION);
     LazyLock::force(&REDIS_ERRORS);
     LazyLock::force(&OPEN_CONNECTIONS);
+    for outcome in ["writable", "not_writable"] {
+        CIRCUIT_PROBES.with_label_values(&[outcome]);
+    }
     for reason in ["idle_timeout", "header_timeout", "over_limit"] {
         CONNECTIONS_CLOSED.with_label_values(&[reason]);
     }

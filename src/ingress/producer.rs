@@ -13,8 +13,9 @@
 //! [`RECORD_HEADROOM_BYTES`]; the topic needs `max.message.bytes` of at least that plus the
 //! record-batch overhead (see [`required_topic_max_message_bytes`]).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -51,16 +52,20 @@ pub struct ProducerSettings {
     pub circuit_recovery: Duration,
 }
 
-/// Tracks whether any broker connection is up, from librdkafka's statistics (no extra requests).
+/// Tracks which brokers librdkafka holds an open connection to, from its statistics (every
+/// second, no extra requests): whether any is up, and which node ids.
 #[derive(Default)]
 pub struct ConnectivityContext {
     connected: Arc<AtomicBool>,
+    up_brokers: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 impl ClientContext for ConnectivityContext {
     fn stats(&self, statistics: Statistics) {
-        let up = statistics.brokers.values().any(|broker| broker.nodeid >= 0 && broker.state == "UP");
-        self.connected.store(up, Ordering::Relaxed);
+        let up: BTreeSet<i32> =
+            statistics.brokers.values().filter(|broker| broker.nodeid >= 0 && broker.state == "UP").map(|broker| broker.nodeid).collect();
+        self.connected.store(!up.is_empty(), Ordering::Relaxed);
+        *self.up_brokers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = up;
     }
 }
 
@@ -94,6 +99,7 @@ fn is_permanent(code: RDKafkaErrorCode) -> bool {
 pub struct RawProducer {
     producer: FutureProducer<ConnectivityContext>,
     connected: Arc<AtomicBool>,
+    up_brokers: Arc<Mutex<BTreeSet<i32>>>,
     circuit: CircuitBreaker,
     settings: ProducerSettings,
 }
@@ -106,6 +112,7 @@ impl RawProducer {
         let max_message = (settings.max_body_bytes + RECORD_HEADROOM_BYTES).to_string();
         let context = ConnectivityContext::default();
         let connected = context.connected.clone();
+        let up_brokers = context.up_brokers.clone();
         let producer: FutureProducer<ConnectivityContext> = kafka
             .config_with(&[
                 ("acks", "all"),
@@ -120,7 +127,7 @@ impl RawProducer {
             ])?
             .create_with_context(context)?;
         let circuit = CircuitBreaker::new(settings.circuit_failure_threshold, settings.circuit_recovery);
-        Ok(RawProducer { producer, connected, circuit, settings })
+        Ok(RawProducer { producer, connected, up_brokers, circuit, settings })
     }
 
     /// Writes one raw webhook and waits for the broker's acknowledgement, at most the produce
@@ -163,6 +170,24 @@ impl RawProducer {
         self.circuit.state()
     }
 
+    pub fn circuit(&self) -> &CircuitBreaker {
+        &self.circuit
+    }
+
+    /// Whether the raw topic can take acks=all writes now, asked of Kafka itself rather than
+    /// learnt from failed requests: every partition has a leader that this client is connected
+    /// to, and at least `min_insync` in-sync replicas. Blocking (a metadata request, at most
+    /// `timeout`). `Err` says what is missing.
+    pub fn raw_topic_writable(&self, min_insync: usize, timeout: Duration) -> Result<(), String> {
+        let metadata = self.producer.client().fetch_metadata(Some(&self.settings.topic), timeout).map_err(|error| error.to_string())?;
+        let up = self.up_brokers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let topic = metadata.topics().first().ok_or("no metadata for the raw topic")?;
+        if let Some(error) = topic.error() {
+            return Err(format!("raw topic: {:?}", RDKafkaErrorCode::from(error)));
+        }
+        topic_writable(topic.partitions().iter().map(|p| (p.id(), p.leader(), p.isr().len())), &up, min_insync)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
@@ -189,9 +214,38 @@ impl RawProducer {
     }
 }
 
+/// The verdict of [`RawProducer::raw_topic_writable`] over (partition, leader, ISR size).
+fn topic_writable(partitions: impl Iterator<Item = (i32, i32, usize)>, up: &BTreeSet<i32>, min_insync: usize) -> Result<(), String> {
+    let mut any = false;
+    for (partition, leader, isr) in partitions {
+        any = true;
+        if leader < 0 {
+            return Err(format!("partition {partition} has no leader"));
+        }
+        // Statistics lag the metadata by up to a second; an empty set means none arrived yet.
+        if !up.is_empty() && !up.contains(&leader) {
+            return Err(format!("partition {partition}: no connection to its leader, broker {leader}"));
+        }
+        if isr < min_insync {
+            return Err(format!("partition {partition} has {isr} in-sync replicas, min.insync.replicas is {min_insync}"));
+        }
+    }
+    if any { Ok(()) } else { Err("the raw topic has no partitions in the metadata".to_owned()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writable_needs_every_leader_connected_and_enough_in_sync_replicas() {
+        let up: BTreeSet<i32> = [1, 2].into();
+        assert_eq!(topic_writable([(0, 1, 3), (1, 2, 2)].into_iter(), &up, 2), Ok(()));
+        assert!(topic_writable([(0, 1, 3), (1, 3, 3)].into_iter(), &up, 2).unwrap_err().contains("broker 3"), "a leader we cannot reach");
+        assert!(topic_writable([(0, -1, 0)].into_iter(), &up, 1).unwrap_err().contains("no leader"));
+        assert!(topic_writable([(0, 1, 1)].into_iter(), &up, 2).unwrap_err().contains("in-sync"));
+        assert!(topic_writable(std::iter::empty(), &up, 1).is_err());
+    }
 
     #[test]
     fn the_default_body_limit_needs_a_6_mib_topic() {

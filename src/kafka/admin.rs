@@ -4,6 +4,11 @@
 //! topology (partition count, replication, a topic config) is reported as drift and the command
 //! fails, because a wrong partition count silently breaks co-partitioning of state, and a changelog
 //! without `cleanup.policy=compact` grows forever.
+//!
+//! Replication is decided against the cluster: `"auto"` topics get min(3, brokers) copies and
+//! `min.insync.replicas` 2 once they have 3, and the report warns about topics that a broker loss
+//! could lose records from (fewer than 3 copies on 3+ brokers, or 3+ copies with an in-sync
+//! minimum below 2, where acks=all means "one broker has it").
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,16 +33,50 @@ pub fn admin_client(kafka: &KafkaArgs) -> anyhow::Result<AdminClient<DefaultClie
     Ok(kafka.config_with(&[])?.create()?)
 }
 
+/// What `ensure_topics` did, per topic, and what it warns about.
+#[derive(Debug, Clone)]
+pub struct TopicsReport {
+    /// Brokers in the cluster's metadata, which `"auto"` replication followed.
+    pub brokers: i32,
+    pub topics: Vec<(String, TopicStatus)>,
+    /// Topics that are as the topology says but could lose records when a broker fails.
+    pub warnings: Vec<String>,
+}
+
+/// The topology's topics as they are to be on this cluster: replication and configs resolved.
+struct Resolved<'a> {
+    spec: &'a TopicSpec,
+    replication_factor: i32,
+    configs: BTreeMap<String, String>,
+}
+
+fn brokers(admin: &AdminClient<DefaultClientContext>) -> anyhow::Result<i32> {
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(metadata.brokers().len().max(1) as i32)
+}
+
+fn resolve<'a>(topics: &'a [TopicSpec], brokers: i32) -> Vec<Resolved<'a>> {
+    topics
+        .iter()
+        .map(|spec| {
+            let (replication_factor, configs) = spec.on_cluster(brokers);
+            Resolved { spec, replication_factor, configs }
+        })
+        .collect()
+}
+
 /// Creates missing topics, then checks every topic against its spec.
-pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::Result<Vec<(String, TopicStatus)>> {
+pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::Result<TopicsReport> {
     let admin = admin_client(kafka)?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let brokers = brokers(&admin)?;
+    let resolved = resolve(topics, brokers);
 
-    let new_topics: Vec<NewTopic<'_>> = topics
+    let new_topics: Vec<NewTopic<'_>> = resolved
         .iter()
         .map(|topic| {
             topic.configs.iter().fold(
-                NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(topic.replication_factor)),
+                NewTopic::new(&topic.spec.name, topic.spec.partitions, TopicReplication::Fixed(topic.replication_factor)),
                 |new, (key, value)| new.set(key, value),
             )
         })
@@ -52,17 +91,19 @@ pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::R
         }
     }
 
-    let mut report = Vec::new();
-    for topic in topics {
-        let drift = check_topic(&admin, topic).await?;
+    let mut report = TopicsReport { brokers, topics: Vec::new(), warnings: Vec::new() };
+    for topic in &resolved {
+        let (drift, warnings) = check_topic(&admin, topic, brokers).await?;
+        let name = &topic.spec.name;
         let status = if !drift.is_empty() {
             TopicStatus::Drift(drift)
-        } else if created.contains(&topic.name) {
+        } else if created.contains(name) {
             TopicStatus::Created
         } else {
             TopicStatus::Exists
         };
-        report.push((topic.name.clone(), status));
+        report.topics.push((name.clone(), status));
+        report.warnings.extend(warnings.into_iter().map(|warning| format!("{name}: {warning}")));
     }
     Ok(report)
 }
@@ -71,11 +112,14 @@ pub async fn ensure_topics(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::R
 /// AlterConfigs replaces a topic's whole config, so settings not in the topology return to the
 /// broker defaults: the topology is the source of truth. Partition counts are not touched (they
 /// cannot shrink, and growing them moves users between tasks).
-pub async fn apply_configs(kafka: &KafkaArgs, topics: &[&TopicSpec]) -> anyhow::Result<()> {
+pub async fn apply_configs(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::Result<()> {
     let admin = admin_client(kafka)?;
-    let configs: Vec<AlterConfig<'_>> = topics
+    let resolved = resolve(topics, brokers(&admin)?);
+    let configs: Vec<AlterConfig<'_>> = resolved
         .iter()
-        .map(|topic| topic.configs.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(&topic.name)), |alter, (k, v)| alter.set(k, v)))
+        .map(|topic| {
+            topic.configs.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(&topic.spec.name)), |alter, (k, v)| alter.set(k, v))
+        })
         .collect();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
     for result in admin.alter_configs(configs.iter(), &options).await? {
@@ -86,8 +130,13 @@ pub async fn apply_configs(kafka: &KafkaArgs, topics: &[&TopicSpec]) -> anyhow::
     Ok(())
 }
 
-/// Differences between the topic on the broker and its spec.
-async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec) -> anyhow::Result<Vec<String>> {
+/// Differences between the topic on the broker and its spec, and warnings about its durability.
+async fn check_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    resolved: &Resolved<'_>,
+    brokers: i32,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let spec = resolved.spec;
     let mut drift = Vec::new();
     // A topic created a moment ago may not be in the broker's metadata yet: ask again briefly.
     let mut attempts = 0;
@@ -110,10 +159,13 @@ async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec
     if partitions != spec.partitions {
         drift.push(format!("has {partitions} partitions, the topology says {}", spec.partitions));
     }
-    if let Some(replicas) = topic.partitions().first().map(|p| p.replicas().len() as i32)
-        && replicas != spec.replication_factor
-    {
-        drift.push(format!("has replication factor {replicas}, the topology says {}", spec.replication_factor));
+    let replicas = topic.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+    if replicas != resolved.replication_factor {
+        let wanted = match spec.replication_factor {
+            crate::topology::Replicas::Auto => format!("{} (\"auto\" on {brokers} brokers)", resolved.replication_factor),
+            crate::topology::Replicas::Fixed(count) => count.to_string(),
+        };
+        drift.push(format!("has replication factor {replicas}, the topology says {wanted}"));
     }
 
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
@@ -123,13 +175,30 @@ async fn check_topic(admin: &AdminClient<DefaultClientContext>, spec: &TopicSpec
         Some(Err(code)) => anyhow::bail!("describe configs of {}: {code}", spec.name),
         None => BTreeMap::new(),
     };
-    for (key, wanted) in &spec.configs {
+    for (key, wanted) in &resolved.configs {
         let found = actual.get(key).cloned().flatten();
         if found.as_deref() != Some(wanted.as_str()) {
             drift.push(format!("{key} is {}, the topology says {wanted}", found.as_deref().unwrap_or("unset")));
         }
     }
-    Ok(drift)
+    let min_insync = actual.get("min.insync.replicas").cloned().flatten().and_then(|value| value.parse().ok()).unwrap_or(1);
+    Ok((drift, durability_warnings(brokers, replicas, min_insync)))
+}
+
+/// Why a topic with `replicas` copies and this in-sync minimum could lose acknowledged records.
+pub fn durability_warnings(brokers: i32, replicas: i32, min_insync: i32) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if brokers >= 3 && replicas < 3 {
+        warnings.push(format!(
+            "replication factor {replicas} on a cluster of {brokers} brokers: losing a broker can lose acknowledged records (use 3, or \"auto\")"
+        ));
+    }
+    if replicas >= 3 && min_insync < 2 {
+        warnings.push(format!(
+            "min.insync.replicas {min_insync} with {replicas} copies: acks=all then means one broker has the record (set 2; `topics create --apply-configs` does)"
+        ));
+    }
+    warnings
 }
 
 /// The value of topic config `key` for each of `topics` that exists and sets it (the broker's
@@ -147,4 +216,20 @@ pub async fn topic_config(kafka: &KafkaArgs, topics: &[&str], key: &str) -> anyh
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::durability_warnings;
+
+    #[test]
+    fn topics_a_broker_loss_could_lose_records_from_are_warned_about() {
+        assert!(durability_warnings(1, 1, 1).is_empty(), "a single-node cluster has no better choice");
+        assert!(durability_warnings(3, 3, 2).is_empty());
+        let single_copy = durability_warnings(3, 1, 1);
+        assert_eq!(single_copy.len(), 1);
+        assert!(single_copy[0].contains("replication factor 1 on a cluster of 3 brokers"), "{single_copy:?}");
+        let weak_isr = durability_warnings(3, 3, 1);
+        assert!(weak_isr[0].contains("min.insync.replicas 1"), "{weak_isr:?}");
+    }
 }

@@ -20,7 +20,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 pub use spec::SourceFormat;
-use spec::{ProcessorSpec, TopicSettings, TopologySpec};
+use spec::{CountOrAuto, ProcessorSpec, TopicSettings, TopologySpec};
+
+/// A count below one (`auto` is fine).
+fn below_one(setting: Option<CountOrAuto>) -> bool {
+    matches!(setting, Some(CountOrAuto::Count(count)) if count < 1)
+}
 use toml::Spanned;
 
 use crate::event::Vendor;
@@ -136,9 +141,54 @@ pub struct Route {
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
-    pub replication_factor: i32,
-    /// Topic-level configs (`compression.type`, `retention.ms`, `cleanup.policy`, ...).
+    pub replication_factor: Replicas,
+    /// `min.insync.replicas`; `Auto` is 2 when the replication factor is 3 or more.
+    pub min_insync_replicas: Replicas,
+    /// Topic-level configs (`compression.type`, `retention.ms`, `cleanup.policy`, ...), without
+    /// `min.insync.replicas`, which depends on the cluster (see [`TopicSpec::on_cluster`]).
     pub configs: BTreeMap<String, String>,
+}
+
+/// A replica count fixed in the topology, or derived from the cluster's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    Auto,
+    Fixed(i32),
+}
+
+/// The replication factor a topic with `Replicas::Auto` gets: one copy per broker up to three,
+/// the usual production choice (two brokers can fail in turn, or one during a rolling restart,
+/// and acks=all writes go on with `min.insync.replicas` 2).
+pub const AUTO_REPLICATION_MAX: i32 = 3;
+
+impl TopicSpec {
+    /// A topic with fixed settings (tools and tests that make their own topics).
+    pub fn fixed(name: impl Into<String>, partitions: i32, replication_factor: i32, configs: BTreeMap<String, String>) -> TopicSpec {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication_factor: Replicas::Fixed(replication_factor),
+            min_insync_replicas: Replicas::Auto,
+            configs,
+        }
+    }
+
+    /// The replication factor and full topic configs on a cluster of `brokers` brokers.
+    pub fn on_cluster(&self, brokers: i32) -> (i32, BTreeMap<String, String>) {
+        let replication_factor = match self.replication_factor {
+            Replicas::Auto => brokers.clamp(1, AUTO_REPLICATION_MAX),
+            Replicas::Fixed(count) => count,
+        };
+        let min_insync = match self.min_insync_replicas {
+            Replicas::Fixed(count) => Some(count),
+            Replicas::Auto => (replication_factor >= 3).then_some(2),
+        };
+        let mut configs = self.configs.clone();
+        if let Some(count) = min_insync {
+            configs.insert("min.insync.replicas".to_owned(), count.to_string());
+        }
+        (replication_factor, configs)
+    }
 }
 
 /// A topology file that cannot be used, with where and why.
@@ -541,6 +591,7 @@ impl Validator<'_> {
                 let over = over.get_ref();
                 merged.partitions = over.partitions.or(merged.partitions);
                 merged.replication_factor = over.replication_factor.or(merged.replication_factor);
+                merged.min_insync_replicas = over.min_insync_replicas.or(merged.min_insync_replicas);
                 merged.compression = over.compression.clone().or(merged.compression);
                 merged.retention_ms = over.retention_ms.or(merged.retention_ms);
                 merged.max_message_bytes = over.max_message_bytes.or(merged.max_message_bytes);
@@ -563,7 +614,8 @@ impl Validator<'_> {
             TopicSpec {
                 name: name.to_owned(),
                 partitions: settings.partitions.unwrap_or(1),
-                replication_factor: settings.replication_factor.unwrap_or(1),
+                replication_factor: settings.replication_factor.map_or(Replicas::Auto, CountOrAuto::replicas),
+                min_insync_replicas: settings.min_insync_replicas.map_or(Replicas::Auto, CountOrAuto::replicas),
                 configs,
             }
         };
@@ -576,16 +628,20 @@ impl Validator<'_> {
                 return Err(self.error(over, "topics", format!("topic {name:?} is not a source, sink or DLQ of this topology")));
             }
             let s = over.get_ref();
-            if s.partitions.is_some_and(|p| p < 1) || s.replication_factor.is_some_and(|r| r < 1) {
-                return Err(self.error(over, "topics.partitions", "partitions and replication_factor must be at least 1"));
+            if s.partitions.is_some_and(|p| p < 1) || below_one(s.replication_factor) || below_one(s.min_insync_replicas) {
+                return Err(self.error(
+                    over,
+                    "topics.partitions",
+                    "partitions, replication_factor and min_insync_replicas must be at least 1",
+                ));
             }
         }
-        if defaults.partitions.is_some_and(|p| p < 1) || defaults.replication_factor.is_some_and(|r| r < 1) {
+        if defaults.partitions.is_some_and(|p| p < 1) || below_one(defaults.replication_factor) || below_one(defaults.min_insync_replicas) {
             return Err(TopologyError::Invalid {
                 path: self.origin.to_owned(),
                 line: 1,
                 field: "topic_defaults.partitions".to_owned(),
-                message: "partitions and replication_factor must be at least 1".to_owned(),
+                message: "partitions, replication_factor and min_insync_replicas must be at least 1".to_owned(),
             });
         }
 

@@ -159,10 +159,38 @@ pub struct DlqSpec {
 #[serde(deny_unknown_fields)]
 pub struct TopicSettings {
     pub partitions: Option<i32>,
-    pub replication_factor: Option<i32>,
+    /// A count, or `"auto"` (the default): min(3, brokers), decided at `topics create`.
+    pub replication_factor: Option<CountOrAuto>,
+    /// `min.insync.replicas`: a count, or `"auto"` (the default): 2 when the replication factor
+    /// is 3 or more, else the broker's default.
+    pub min_insync_replicas: Option<CountOrAuto>,
     pub compression: Option<String>,
     pub retention_ms: Option<i64>,
     /// `max.message.bytes`: must exceed the ingress's MAX_BODY_BYTES plus headers, or a large
     /// (but accepted) webhook could never be written.
     pub max_message_bytes: Option<i64>,
+}
+
+/// A topic setting that is a number, or `"auto"`: derived from the cluster it is created on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CountOrAuto {
+    Count(i32),
+    Auto(AutoWord),
+}
+
+/// The one word `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoWord {
+    Auto,
+}
+
+impl CountOrAuto {
+    pub fn replicas(self) -> super::Replicas {
+        match self {
+            CountOrAuto::Count(count) => super::Replicas::Fixed(count),
+            CountOrAuto::Auto(AutoWord::Auto) => super::Replicas::Auto,
+        }
+    }
 }

@@ -165,3 +165,35 @@ fn every_measurement_needs_a_plausible_range_with_a_source() {
     let topology = Topology::parse(SHIPPED, "t").unwrap();
     assert_eq!(topology.plausibility.range("hrv_rmssd_ms"), Some(Range { min: 1.0, max: 300.0 }));
 }
+
+#[test]
+fn replication_follows_the_cluster_for_every_topic_internal_ones_included() {
+    let topology = Topology::parse(SHIPPED, "biometric.toml").unwrap();
+    for topic in &topology.topics {
+        assert_eq!(topic.replication_factor, Replicas::Auto, "{}", topic.name);
+        let (single, configs) = topic.on_cluster(1);
+        assert_eq!(single, 1, "{}", topic.name);
+        assert!(!configs.contains_key("min.insync.replicas"), "one broker: the broker's default");
+        let (three, configs) = topic.on_cluster(5);
+        assert_eq!(three, 3, "{}: at most 3 copies", topic.name);
+        assert_eq!(configs.get("min.insync.replicas").map(String::as_str), Some("2"), "{}", topic.name);
+        assert_eq!(topic.on_cluster(2).0, 2);
+    }
+    let names: Vec<&str> = topology.topics.iter().map(|t| t.name.as_str()).collect();
+    for internal in ["biometric-bridge-dedup-changelog", "biometric-bridge-terra-direct-repartition", "raw-webhooks.dlq", "pending-fetch"] {
+        assert!(names.contains(&internal), "{internal} in {names:?}");
+    }
+    assert!(names.iter().any(|name| name.ends_with("fetch-retry")), "{names:?}");
+}
+
+#[test]
+fn fixed_replication_and_in_sync_minimum_are_kept_and_nonsense_is_refused() {
+    let text = SHIPPED
+        .replace("replication_factor = \"auto\"", "replication_factor = 3")
+        .replace("min_insync_replicas = \"auto\"", "min_insync_replicas = 1");
+    let topology = Topology::parse(&text, "t.toml").unwrap();
+    let (replicas, configs) = topology.topic("raw-webhooks").unwrap().on_cluster(1);
+    assert_eq!((replicas, configs.get("min.insync.replicas").map(String::as_str)), (3, Some("1")));
+    assert!(error_of(&SHIPPED.replace("replication_factor = \"auto\"", "replication_factor = 0")).contains("at least 1"));
+    assert!(Topology::parse(&SHIPPED.replace("replication_factor = \"auto\"", "replication_factor = \"many\""), "t.toml").is_err());
+}

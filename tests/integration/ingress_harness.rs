@@ -38,7 +38,7 @@ pub async fn start(partitions: i32, extra: &[&str]) -> (String, TestIngress) {
 pub async fn topic_with(partitions: i32, configs: BTreeMap<String, String>) -> String {
     helpers::require_stack();
     let name = helpers::unique("raw-ingress");
-    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: 1, configs };
+    let spec = TopicSpec::fixed(name.clone(), partitions, 1, configs);
     biometric_bridge::kafka::admin::ensure_topics(&helpers::kafka_args(), &[spec]).await.expect("create the raw topic");
     name
 }

@@ -20,6 +20,7 @@ mod ingress_probes;
 mod ingress_process;
 mod ingress_support;
 mod ingress_tokens;
+mod kafka_outage;
 mod sasl_ssl;
 mod sink_crash;
 mod sink_postgres;
