@@ -254,14 +254,33 @@ impl DatabaseArgs {
             .map_err(|error| anyhow::anyhow!("invalid DATABASE_URL: {}", redact_url_error(&error.to_string(), &self.database_url)))
     }
 
-    /// Connects and applies the embedded migrations (`migrations/`).
+    /// Connects and applies the embedded migrations (`migrations/`). An unreachable server is a
+    /// [`DatabaseUnavailable`] error, so callers can tell an absence from a failed migration.
     pub async fn migrated_pool(&self) -> anyhow::Result<sqlx::PgPool> {
         let pool = self.pool()?;
-        crate::db::MIGRATOR.run(&pool).await.map_err(|error| {
-            anyhow::anyhow!("PostgreSQL migrations failed: {}", redact_url_error(&error.to_string(), &self.database_url))
-        })?;
+        self.migrate(&pool).await?;
         Ok(pool)
     }
+
+    /// Applies the embedded migrations on `pool`.
+    pub async fn migrate(&self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        if let Err(error) = pool.acquire().await {
+            let reason = redact_url_error(&error.to_string(), &self.database_url);
+            return Err(DatabaseUnavailable { address: crate::startup::host_of(&self.database_url), reason }.into());
+        }
+        crate::db::MIGRATOR.run(pool).await.map_err(|error| {
+            anyhow::anyhow!("PostgreSQL migrations failed: {}", redact_url_error(&error.to_string(), &self.database_url))
+        })?;
+        Ok(())
+    }
+}
+
+/// PostgreSQL did not answer (down, or not up yet): a wait, not a misconfiguration.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL at {address} does not answer: {reason}")]
+pub struct DatabaseUnavailable {
+    pub address: String,
+    pub reason: String,
 }
 
 /// Redis (the ingress's de-duplication fast path).

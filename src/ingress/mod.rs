@@ -121,11 +121,7 @@ impl Ingress {
                  set at least one, or pass --insecure-skip-signatures for local development only"
             );
         }
-        let pool = args
-            .database
-            .migrated_pool()
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}; the ingress needs PostgreSQL for Apple Health tokens"))?;
+        let pool = database_pool(&args.database).await?;
         let oauth = OAuthCallback::build(&args.oauth, args.oauth_redirect_base.as_deref(), pool.clone(), oauth_secrets, &secrets)?;
         oauth.log_startup();
         let tolerances = auth::Tolerances {
@@ -225,6 +221,42 @@ impl Ingress {
         tokio::task::spawn_blocking(move || state.producer.flush(timeout)).await??;
         tracing::info!("Ingress stopped; producer flushed.");
         Ok(())
+    }
+}
+
+/// The pool for Apple Health tokens and OAuth callbacks. PostgreSQL's absence does not stop the
+/// start: the ingress then runs as it does during an outage mid-run (Apple Health uploads and
+/// OAuth callbacks get 503, Terra, Oura and WHOOP are unaffected), and the migrations run as
+/// soon as PostgreSQL answers.
+async fn database_pool(database: &crate::config::DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
+    match database.migrated_pool().await {
+        Ok(pool) => Ok(pool),
+        Err(error) if error.downcast_ref::<crate::config::DatabaseUnavailable>().is_some() => {
+            tracing::warn!(
+                dependency = "postgresql",
+                address = %crate::startup::host_of(&database.database_url),
+                %error,
+                "PostgreSQL does not answer; starting without it: Apple Health uploads and OAuth callbacks get 503 until it does."
+            );
+            let pool = database.pool()?;
+            let (database, migrating) = (database.clone(), pool.clone());
+            tokio::spawn(async move {
+                let never = CancellationToken::new();
+                let address = crate::startup::host_of(&database.database_url);
+                // Only an absence is waited out; a failed migration is reported once.
+                let attempt = || async {
+                    database.migrate(&migrating).await.map_err(|error| match error.downcast_ref::<crate::config::DatabaseUnavailable>() {
+                        Some(_) => error,
+                        None => crate::startup::Misconfigured(format!("{error:#}")).into(),
+                    })
+                };
+                if let Err(error) = crate::startup::wait_for("postgresql", &address, &never, attempt).await {
+                    tracing::error!(%error, "PostgreSQL migrations failed.");
+                }
+            });
+            Ok(pool)
+        }
+        Err(error) => Err(error.context("the ingress needs PostgreSQL's schema for Apple Health tokens")),
     }
 }
 

@@ -10,6 +10,18 @@ use super::{SourceFormat, Topology};
 /// The topology shipped with the binary, used when no `--topology` file is given.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/biometric.toml");
 
+/// The topology text without the de-duplication processor and its store: for the exactly-once
+/// proofs (the crash tests, `benches/chaos.rs`), where a duplicate must not be hidden by the
+/// store, only prevented by the transactions.
+pub fn without_dedup_store(text: &str) -> String {
+    text.replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
+        .replace(
+            "# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n",
+            "",
+        )
+        .replace("[[stores]]\nname = \"dedup\"\n", "")
+}
+
 /// Which topology to run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopologyArgs {

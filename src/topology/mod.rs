@@ -13,7 +13,7 @@ pub mod describe;
 mod plausibility;
 pub mod spec;
 
-pub use args::{DEFAULT_TOPOLOGY, TopologyArgs};
+pub use args::{DEFAULT_TOPOLOGY, TopologyArgs, without_dedup_store};
 pub use plausibility::{Plausibility, Range};
 
 use std::collections::{BTreeMap, HashSet};

@@ -71,15 +71,30 @@ pub fn require_stack() {
     }
 }
 
-/// The topology text without the de-duplication processor and its store: for the exactly-once
-/// tests, where a duplicate must not be hidden by the store, only prevented by the transactions.
+/// The topology text without the de-duplication processor and its store (see
+/// [`biometric_bridge::topology::without_dedup_store`]).
 pub fn without_dedup_store(text: String) -> String {
-    text.replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
-        .replace(
-            "# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n",
-            "",
-        )
-        .replace("[[stores]]\nname = \"dedup\"\n", "")
+    biometric_bridge::topology::without_dedup_store(&text)
+}
+
+/// A free port on 127.0.0.1, closed: a dependency "down" until [`open_proxy`] opens it.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A TCP proxy on `port` to `upstream` (host:port): the dependency behind it comes "up".
+pub async fn open_proxy(port: u16, upstream: String) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the reserved port is free again");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    })
 }
 
 pub fn unique(prefix: &str) -> String {

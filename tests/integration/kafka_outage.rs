@@ -9,27 +9,10 @@ use super::helpers;
 use super::ingress_harness::{Webhook, raw_topic};
 use super::ingress_support::{spawn_ingress, test_secrets};
 
-/// A TCP proxy to the stack's broker on `port`, opened when the test says so: "Kafka" is down
-/// until then (the bootstrap address refuses connections).
-async fn open_proxy(port: u16) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the reserved port is free again");
-    let upstream = helpers::bootstrap();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Ok(mut broker) = tokio::net::TcpStream::connect(upstream.as_str()).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-                }
-            });
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_closes_when_kafka_takes_writes_again_without_waiting_for_a_webhook() {
     let topic = raw_topic(1).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = helpers::closed_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let flags = ["--kafka-bootstrap-servers", &bootstrap, "--produce-timeout-ms", "1000", "--circuit-failure-threshold", "2"];
     let ingress = spawn_ingress(&topic, test_secrets(), &flags).await;
@@ -47,7 +30,7 @@ async fn the_circuit_closes_when_kafka_takes_writes_again_without_waiting_for_a_
     assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"], "circuit_open");
 
     // Kafka answers: ready within seconds, with no webhook sent meanwhile.
-    let _proxy = open_proxy(port).await;
+    let _proxy = helpers::open_proxy(port, helpers::bootstrap()).await;
     let opened = Instant::now();
     loop {
         let body = ready().await;

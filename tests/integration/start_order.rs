@@ -51,3 +51,40 @@ fn misconfigurations_exit_at_once_with_one_clear_line() {
     let error = processor_error(&[("KAFKA_OPTIONS", "linger.ms=5;transactional.id=mine")]);
     assert!(error.contains("transactional.id cannot be set in KAFKA_OPTIONS"), "{error}");
 }
+
+/// PostgreSQL down at start: the ingress starts anyway, degraded exactly as during an outage
+/// mid-run (Terra accepted, Apple Health 503 `token_store_unavailable`), and Apple Health
+/// uploads work within seconds of PostgreSQL answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_starts_without_postgresql_and_uses_it_once_it_answers() {
+    use super::ingress_harness::{Webhook, raw_topic};
+    let topic = raw_topic(1).await;
+    let port = helpers::closed_port();
+    let database_url = format!("postgres://bridge:bridge@127.0.0.1:{port}/biometric_bridge");
+    let ingress =
+        super::ingress_support::spawn_ingress(&topic, super::ingress_support::test_secrets(), &["--database-url", &database_url]).await;
+
+    let terra = Webhook::terra(&helpers::fixture("terra/sleep.json"), &helpers::unique("no-postgres"));
+    assert_eq!(terra.send(&ingress).await.status(), 202, "Terra does not need PostgreSQL");
+    let body = helpers::fixture("apple_healthkit/hae_metrics.json");
+    let user = helpers::unique("athlete");
+    let database = biometric_bridge::config::DatabaseArgs { database_url: helpers::database_url(), database_max_connections: 2 };
+    let issued = biometric_bridge::ingress::tokens::issue(&database.migrated_pool().await.unwrap(), &user).await.unwrap();
+    let apple = Webhook::apple_health(&body, issued.token.expose());
+    let refused = apple.send(&ingress).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"], "token_store_unavailable");
+
+    let _postgres = helpers::open_proxy(port, "127.0.0.1:5432".to_owned()).await;
+    let opened = Instant::now();
+    loop {
+        let status = apple.send(&ingress).await.status();
+        if status == 202 {
+            break;
+        }
+        assert!(opened.elapsed() < Duration::from_secs(20), "Apple Health still {status} 20 s after PostgreSQL answered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("Apple Health accepted {:?} after PostgreSQL answered", opened.elapsed());
+    ingress.stop().await;
+}
