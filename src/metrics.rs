@@ -256,8 +256,29 @@ pub fn render() -> String {
 
 /// Serves `GET /metrics` on `addr` until `shutdown` (for the processor and the sink, which have
 /// no HTTP server of their own).
-pub async fn serve(addr: std::net::SocketAddr, shutdown: crate::shutdown::CancellationToken) -> anyhow::Result<()> {
-    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    shutdown: crate::shutdown::CancellationToken,
+    readiness: crate::startup::Readiness,
+) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    let ready = move || {
+        let phase = readiness.phase();
+        async move {
+            if phase == crate::startup::Readiness::READY {
+                (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ready" })))
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "not_ready", "error": phase })))
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(|| async { render() }))
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "healthy", "service": "biometric-bridge" })) }),
+        )
+        .route("/ready", axum::routing::get(ready));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| anyhow::anyhow!("cannot serve metrics on {addr}: {error}"))?;
     // The bound address: with port 0 (tests) the log says which port was taken.
     tracing::info!(addr = %listener.local_addr()?, "Serving metrics.");

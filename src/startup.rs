@@ -9,6 +9,28 @@ use std::time::Duration;
 
 use crate::shutdown::CancellationToken;
 
+/// Where a starting command is, for its `/ready`: a phase name while it waits
+/// (`waiting_for_kafka`, ...), [`Readiness::READY`] once it does its work. One owner sets it
+/// (the command's run function); the HTTP handler only reads it.
+#[derive(Debug, Clone)]
+pub struct Readiness(std::sync::Arc<std::sync::Mutex<&'static str>>);
+
+impl Readiness {
+    pub const READY: &'static str = "ready";
+
+    pub fn new(phase: &'static str) -> Readiness {
+        Readiness(std::sync::Arc::new(std::sync::Mutex::new(phase)))
+    }
+
+    pub fn set(&self, phase: &'static str) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = phase;
+    }
+
+    pub fn phase(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// First delay between attempts.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// Longest delay between attempts.

@@ -87,7 +87,7 @@ pub async fn wait_until_reachable(kafka: &KafkaArgs, shutdown: &crate::shutdown:
     crate::startup::wait_for("kafka", &kafka.bootstrap_servers, shutdown, || {
         let kafka = kafka.clone();
         async move {
-            let contact = tokio::task::spawn_blocking(move || contact(&kafka, Duration::from_secs(5))).await?;
+            let contact = tokio::task::spawn_blocking(move || contact(&kafka, Duration::from_secs(2))).await?;
             match contact {
                 Ok(Contact::Reachable { brokers }) => Ok(brokers),
                 Ok(Contact::Unreachable { last_error }) => Err(anyhow::anyhow!("no answer ({last_error})")),

@@ -162,12 +162,21 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     let member_id = format!("{}-{instance}", topology.application_id);
     tracing::info!(application_id = %topology.application_id, instance = %instance, "Starting the processor.");
 
+    // /metrics, /health and /ready from the first second: a processor waiting for a dependency
+    // says so (`/ready` names the phase), and its retry counters can be scraped meanwhile.
+    let readiness = crate::startup::Readiness::new("waiting_for_kafka");
+    for dependency in ["kafka", "schema_registry", "postgresql", "redis"] {
+        crate::metrics::INFRA_RETRIES.with_label_values(&[dependency]);
+    }
+    let metrics = tokio::spawn(crate::metrics::serve(args.metrics_addr, shutdown.clone(), readiness.clone()));
+
     // Kafka first: a refused login or TLS handshake ends the start here with one clear line,
     // where the transactional producer would only retry and time out.
     let brokers = crate::kafka::preflight::wait_until_reachable(&args.kafka, &shutdown).await?;
     tracing::info!(brokers, bootstrap = %args.kafka.bootstrap_servers, "Kafka reachable.");
 
     // The registry is contacted here only: schema ids are cached for the hot path.
+    readiness.set("waiting_for_schema_registry");
     let settings = args.registry.settings()?;
     let mut schema_ids = HashMap::new();
     for topic in &topology.event_sinks {
@@ -182,10 +191,12 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         tracing::info!(subject = %subject, schema_id = id, "Event schema registered.");
         schema_ids.insert(topic.clone(), id);
     }
+    readiness.set("waiting_for_postgresql");
     let pool = crate::startup::wait_for("postgresql", &crate::startup::host_of(&args.database.database_url), &shutdown, || {
         args.database.migrated_pool()
     })
     .await?;
+    readiness.set("waiting_for_redis");
     let fetch = crate::fetch::setup::fetch_setup(&args.oauth, &args.fetch, &args.redis, &pool, &shutdown).await?;
 
     let kafka = &args.kafka;
@@ -230,6 +241,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         .create_with_context(store::RestoreContext)?;
 
     // Fences any earlier producer with this transactional.id and aborts its open transaction.
+    readiness.set("initialising_transactions");
     let init_shutdown = shutdown.clone();
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<BaseProducer> {
         let mut delay = Duration::from_millis(250);
@@ -286,7 +298,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     consumer.subscribe(&topology.source_topics())?;
     tracing::info!(topics = ?topology.source_topics(), "Subscribed.");
 
-    let metrics = tokio::spawn(crate::metrics::serve(args.metrics_addr, shutdown.clone()));
+    readiness.set(crate::startup::Readiness::READY);
     let loop_shutdown = shutdown.clone();
     let worker = std::thread::Builder::new().name("eos-loop".into()).spawn(move || {
         let result = eos::run_loop(&consumer, &shared, &loop_shutdown);

@@ -153,8 +153,14 @@ impl Drop for ProcessorGuard {
 impl ProcessorGuard {
     /// The processor's `/metrics` text (its address is read from its log).
     pub async fn metrics(&self) -> String {
+        let addr = self.metrics_addr().await;
+        reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+    }
+
+    /// The address of the processor's HTTP server (`/metrics`, `/health`, `/ready`), from its log.
+    pub async fn metrics_addr(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
+        loop {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             // The last start's line: a restarted processor appends to the same log.
             let found = log.lines().rev().find(|line| line.contains("Serving metrics.")).and_then(|line| {
@@ -162,12 +168,11 @@ impl ProcessorGuard {
                 Some(line[start..].split_whitespace().next()?.to_owned())
             });
             if let Some(addr) = found {
-                break addr;
+                return addr;
             }
             assert!(Instant::now() < deadline, "the processor never served metrics:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+        }
     }
 
     pub fn log_tail(&self) -> String {

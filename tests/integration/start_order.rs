@@ -88,3 +88,45 @@ async fn the_ingress_starts_without_postgresql_and_uses_it_once_it_answers() {
     eprintln!("Apple Health accepted {:?} after PostgreSQL answered", opened.elapsed());
     ingress.stop().await;
 }
+
+/// Kafka down at start: the processor serves `/metrics`, `/health` and `/ready` (503, naming
+/// what it waits for) from the first second, logs `dependency=kafka` with the address, and is
+/// ready within seconds of Kafka answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_waits_for_kafka_visibly_and_is_ready_soon_after_it_answers() {
+    let topology = helpers::TestTopology::create(1).await;
+    let port = helpers::closed_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let processor = helpers::spawn_processor(&topology, "late-kafka", &[("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)]);
+    let metrics = processor.metrics().await;
+    assert!(metrics.contains("biometric_bridge_infra_retries_total"), "{metrics}");
+    let address = processor.metrics_addr().await;
+    let get = |path: &'static str| {
+        let url = format!("http://{address}{path}");
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    assert_eq!(get("/health").await.status(), 200);
+    let waiting = get("/ready").await;
+    assert_eq!(waiting.status(), 503);
+    assert_eq!(waiting.json::<serde_json::Value>().await.unwrap()["error"], "waiting_for_kafka");
+    let waited = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&processor.log).unwrap();
+        if log
+            .lines()
+            .any(|line| line.contains("Waiting for a dependency") && line.contains("dependency=\"kafka\"") && line.contains(&bootstrap))
+        {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(10), "the wait names Kafka and its address within seconds:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let _kafka = helpers::open_proxy(port, helpers::bootstrap()).await;
+    let opened = Instant::now();
+    while get("/ready").await.status() != 200 {
+        assert!(opened.elapsed() < Duration::from_secs(30), "not ready 30 s after Kafka answered:\n{}", processor.log_tail());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("processor ready {:?} after Kafka answered", opened.elapsed());
+}

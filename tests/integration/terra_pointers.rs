@@ -22,6 +22,22 @@ fn producer() -> FutureProducer {
     rdkafka::ClientConfig::new().set("bootstrap.servers", helpers::bootstrap()).set("message.max.bytes", "20000000").create().unwrap()
 }
 
+/// A producer connected as Terra's destination connects: SASL PLAIN over TLS, as the stack's
+/// `terra` user (`scripts/stack`'s SASL_SSL listener).
+fn terra_producer() -> FutureProducer {
+    let stack = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run under `eval \"$(scripts/stack env)\"`"));
+    let password = std::fs::read_to_string(stack("STACK_KAFKA_TERRA_PASSWORD_FILE")).unwrap();
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", stack("STACK_KAFKA_SASL_BOOTSTRAP_SERVERS"))
+        .set("security.protocol", "SASL_SSL")
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", "terra")
+        .set("sasl.password", password.trim())
+        .set("ssl.ca.location", stack("STACK_KAFKA_CA_LOCATION"))
+        .create()
+        .unwrap()
+}
+
 /// Publishes `body` to `topic` as Terra's Kafka destination does: no key, no headers.
 async fn publish(producer: &FutureProducer, topic: &str, body: &[u8]) {
     producer.send(FutureRecord::<(), [u8]>::to(topic).payload(body), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
@@ -50,7 +66,7 @@ async fn a_pointer_on_terra_direct_becomes_an_event_and_a_durable_raw_record() {
     let topology = TestTopology::create(2).await;
     let body = sleep("pointer-user", "pointer-night-1");
     let url = sim.store_payload(body.clone(), Duration::from_secs(600));
-    let producer = producer();
+    let producer = terra_producer();
     publish(&producer, &topology.topic("terra-direct"), &TerraSim::pointer(&url, 600)).await;
     publish(&producer, &topology.topic("terra-direct"), br#"{"type":"healthcheck","status":"success"}"#).await;
     let processor = processor(&topology, "direct");
