@@ -77,6 +77,37 @@ pub fn without_dedup_store(text: String) -> String {
     biometric_bridge::topology::without_dedup_store(&text)
 }
 
+/// A variable `scripts/stack env` prints (the SASL_SSL listener, its CA, the users' passwords).
+pub fn stack_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run under `eval \"$(scripts/stack env)\"` (scripts/test does)"))
+}
+
+/// Runs `command` (stdout discarded, stderr kept) until it exits by itself; panics if it still
+/// runs after `within`. Returns its exit status and stderr.
+pub fn run_until_exit(command: &mut Command, within: Duration) -> (std::process::ExitStatus, String) {
+    let stderr_path = std::env::temp_dir().join(unique("stderr"));
+    let mut child = command.stdout(Stdio::null()).stderr(std::fs::File::create(&stderr_path).unwrap()).spawn().unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            // The arguments, not the whole command: its environment may hold secrets.
+            let args: Vec<_> = command.get_args().collect();
+            panic!("{args:?} still runs after {within:?}:\n{}", std::fs::read_to_string(&stderr_path).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, std::fs::read_to_string(&stderr_path).unwrap())
+}
+
+/// The last `error: …` line a command printed, the one line a misconfiguration must give.
+pub fn last_error_line(stderr: &str) -> String {
+    stderr.lines().rev().find(|line| line.starts_with("error:")).unwrap_or_else(|| panic!("no error line:\n{stderr}")).to_owned()
+}
+
 /// A free port on 127.0.0.1, closed: a dependency "down" until [`open_proxy`] opens it.
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -2,8 +2,8 @@
 //! SCRAM-SHA-512 user (`scripts/stack`), the ingress and the processor as real binaries, and a
 //! wrong password that ends the start with one clear line instead of a hang.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use biometric_bridge::event::Vendor;
 
@@ -13,9 +13,7 @@ use super::ingress_support::test_secrets;
 
 /// The stack's SASL_SSL listener, CA and user, from `scripts/stack env`.
 fn sasl_env(password_file: &str) -> Vec<(&'static str, String)> {
-    let stack = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run under `eval \"$(scripts/stack env)\"` (scripts/test does)"))
-    };
+    let stack = helpers::stack_var;
     vec![
         ("KAFKA_BOOTSTRAP_SERVERS", stack("STACK_KAFKA_SASL_BOOTSTRAP_SERVERS")),
         ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
@@ -68,8 +66,8 @@ fn run_with_wrong_password(args: &[&str]) -> (std::process::ExitStatus, String) 
     let wrong = std::env::temp_dir().join(helpers::unique("wrong-password"));
     let wrong_password = "not-the-password-3f1c";
     std::fs::write(&wrong, wrong_password).unwrap();
-    let stderr_path = std::env::temp_dir().join(helpers::unique("wrong-password-stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -77,23 +75,8 @@ fn run_with_wrong_password(args: &[&str]) -> (std::process::ExitStatus, String) 
         .env("DATABASE_URL", helpers::database_url())
         .env("SCHEMA_REGISTRY_URL", helpers::registry_url())
         .env("TERRA_SIGNING_SECRET", helpers::TERRA_SECRET)
-        .envs(sasl_env(wrong.to_str().unwrap()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{args:?} with a wrong password still runs after 30 s:\n{}", std::fs::read_to_string(&stderr_path).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+        .envs(sasl_env(wrong.to_str().unwrap()));
+    let (status, stderr) = helpers::run_until_exit(&mut command, Duration::from_secs(30));
     assert!(!stderr.contains(wrong_password), "the password must never be logged:\n{stderr}");
     (status, stderr)
 }
@@ -104,7 +87,7 @@ fn a_wrong_sasl_password_is_a_clear_startup_error_not_a_hang() {
     for command in [&["process", "--metrics-addr", "127.0.0.1:0"][..], &["ingress", "--http-addr", "127.0.0.1:0"][..]] {
         let (status, stderr) = run_with_wrong_password(command);
         assert!(!status.success(), "{command:?} must exit non-zero:\n{stderr}");
-        let last = stderr.lines().rev().find(|line| line.starts_with("error:")).unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+        let last = helpers::last_error_line(&stderr);
         assert!(last.contains("SASL authentication") && last.contains("KAFKA_SASL_PASSWORD"), "{command:?}: {last}");
     }
 }

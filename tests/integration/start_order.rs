@@ -2,7 +2,7 @@
 //! look like an outage (a registry path that answers 404, a URL without a scheme, a
 //! `KAFKA_OPTIONS` override of a key exactly-once depends on).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::helpers;
@@ -11,32 +11,17 @@ use super::helpers;
 /// failing the test if it does not exit non-zero within 20 s.
 fn processor_error(env: &[(&str, &str)]) -> String {
     helpers::require_stack();
-    let stderr_path = std::env::temp_dir().join(helpers::unique("start-order-stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
+    command
         .args(["process", "--metrics-addr", "127.0.0.1:0"])
         .env("KAFKA_BOOTSTRAP_SERVERS", helpers::bootstrap())
         .env("SCHEMA_REGISTRY_URL", helpers::registry_url())
         .env("DATABASE_URL", helpers::database_url())
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{env:?}: still running after 20 s:\n{}", std::fs::read_to_string(&stderr_path).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+        .envs(env.iter().copied());
+    let (status, stderr) = helpers::run_until_exit(&mut command, Duration::from_secs(20));
     assert!(!status.success(), "{env:?} must exit non-zero:\n{stderr}");
-    stderr.lines().rev().find(|line| line.starts_with("error:")).unwrap_or_else(|| panic!("no error line:\n{stderr}")).to_owned()
+    helpers::last_error_line(&stderr)
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn producer() -> FutureProducer {
 /// A producer connected as Terra's destination connects: SASL PLAIN over TLS, as the stack's
 /// `terra` user (`scripts/stack`'s SASL_SSL listener).
 fn terra_producer() -> FutureProducer {
-    let stack = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run under `eval \"$(scripts/stack env)\"`"));
+    let stack = helpers::stack_var;
     let password = std::fs::read_to_string(stack("STACK_KAFKA_TERRA_PASSWORD_FILE")).unwrap();
     rdkafka::ClientConfig::new()
         .set("bootstrap.servers", stack("STACK_KAFKA_SASL_BOOTSTRAP_SERVERS"))
