@@ -135,7 +135,7 @@ pub static PRODUCER_FENCED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec(
         "biometric_bridge_consumer_lag_records",
-        "Consumer lag per assigned partition (librdkafka statistics).",
+        "Records readable (read_committed end offset) past the group's committed offset, per assigned partition; refreshed every statistics interval (5 s).",
         &["topic", "partition"],
     )
 });
@@ -234,7 +234,14 @@ pub static VENDOR_REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 // ---- state stores ----
 
 pub static STORE_RESTORE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    histogram_vec("biometric_bridge_store_restore_duration_seconds", "Time to restore one store partition from its changelog.", &["store"])
+    histogram_vec(
+        "biometric_bridge_store_restore_duration_seconds",
+        "Wall time of one restore of a store: all its newly assigned partitions, read together from its changelog (one observation per restore, not per partition).",
+        &["store"],
+    )
+});
+pub static STORE_RESTORED_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("biometric_bridge_store_restored_records_total", "Changelog records applied while restoring stores.", &["store"])
 });
 pub static STORE_ENTRIES: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge_vec("biometric_bridge_store_entries", "Entries held per store.", &["store"]));
@@ -246,6 +253,111 @@ pub static SINK_ROWS: LazyLock<IntCounter> =
 pub static SINK_BATCH_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     histogram("biometric_bridge_sink_batch_duration_seconds", "Time to write one batch and its offsets in one database transaction.")
 });
+
+// ---- the build ----
+
+pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec("biometric_bridge_build_info", "Always 1; the labels say which build runs.", &["version", "git_sha", "component"])
+});
+
+/// The git commit the binary was built from (`build.rs`; `GIT_SHA` at build time where there is
+/// no `.git`, as in the Docker build), or `unknown`.
+pub const GIT_SHA: &str = env!("BIOMETRIC_BRIDGE_GIT_SHA");
+
+/// Registers what every component exports from its first second: the build info, the `process_*`
+/// series (CPU, memory, file descriptors, threads, start time, from /proc), and each counter an
+/// alert uses, with its known label sets at zero. A counter that appears only at its first
+/// increment is invisible to `rate()` and `increase()` at exactly the moment that matters.
+/// Idempotent; nothing is reset (tests start several components in one process).
+pub fn init(component: &str) {
+    static PROCESS: std::sync::Once = std::sync::Once::new();
+    PROCESS.call_once(|| {
+        // /proc exists on Linux only; elsewhere the process series are simply absent.
+        #[cfg(target_os = "linux")]
+        let _ = REGISTRY.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+    });
+    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_SHA, component]).set(1);
+    LazyLock::force(&ERRORS);
+    match component {
+        "ingress" => {}
+        "processor" => init_processor(),
+        "sink" => {
+            LazyLock::force(&SINK_ROWS);
+            LazyLock::force(&SINK_BATCH_DURATION);
+            for dependency in ["kafka", "postgresql"] {
+                INFRA_RETRIES.with_label_values(&[dependency]);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every abort reason, DLQ class, trigger, fetch outcome and dependency the processor can report.
+fn init_processor() {
+    LazyLock::force(&TXN_COMMITS);
+    LazyLock::force(&TXN_COMMIT_DURATION);
+    LazyLock::force(&PRODUCER_FENCED);
+    LazyLock::force(&END_TO_END_LATENCY);
+    LazyLock::force(&DUPLICATES_DROPPED);
+    LazyLock::force(&CONSUMER_LAG);
+    LazyLock::force(&STORE_ENTRIES);
+    LazyLock::force(&FETCH_PENDING);
+    LazyLock::force(&TERRA_OLDEST_POINTER_AGE);
+    LazyLock::force(&TERRA_HEALTHCHECKS);
+    LazyLock::force(&TERRA_HEALTHCHECK_LAST_SEEN);
+    for reason in ["shutdown", "consumer_fatal", "abortable_error", "assignment_lost", "commit_failed"] {
+        TXN_ABORTS.with_label_values(&[reason]);
+    }
+    for dependency in ["kafka", "schema_registry", "postgresql", "redis"] {
+        INFRA_RETRIES.with_label_values(&[dependency]);
+    }
+    for class in DLQ_CLASSES {
+        DLQ_RECORDS.with_label_values(&[class]);
+    }
+    use crate::processor::triggers as t;
+    for (trigger, severity) in [
+        (t::URGENT_INTERVENTION, "CRITICAL"),
+        (t::STRESS_INTERVENTION, "HIGH"),
+        (t::SDNN_URGENT_INTERVENTION, "CRITICAL"),
+        (t::SDNN_STRESS_INTERVENTION, "HIGH"),
+        (t::IRREGULAR_RHYTHM, "HIGH"),
+        (crate::processor::baseline::HRV_BELOW_BASELINE, "HIGH"),
+    ] {
+        TRIGGERS.with_label_values(&[trigger, severity]);
+    }
+    for outcome in ["downloaded", "expired", "refused"] {
+        TERRA_POINTERS.with_label_values(&[outcome]);
+    }
+    for vendor in ["oura", "whoop"] {
+        for outcome in ["fetched", "gone", "retry", "needs_reauth", "no_connection", "rejected"] {
+            FETCH_OUTCOMES.with_label_values(&[vendor, outcome]);
+        }
+        for outcome in ["refreshed", "needs_reauth", "unavailable", "invalid_client"] {
+            OAUTH_REFRESHES.with_label_values(&[vendor, outcome]);
+        }
+    }
+}
+
+/// The dead-letter classes (the `error-class` header), registered at zero so a DLQ-rate alert
+/// sees the first one.
+pub const DLQ_CLASSES: &[&str] = &[
+    "invalid_json",
+    "invalid_shape",
+    "unsupported_type",
+    "invalid_value",
+    "implausible_value",
+    "unknown_vendor",
+    "unknown_source",
+    "empty_payload",
+    "not_a_notification",
+    "output_too_large",
+    "database_rejected",
+    "fetch_failed",
+    "invalid_api_response",
+    "terra_payload_expired",
+    "terra_payload_refused",
+    "terra_backfill_incomplete",
+];
 
 /// The registry in Prometheus text exposition format.
 pub fn render() -> String {

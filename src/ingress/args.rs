@@ -11,6 +11,13 @@ pub struct IngressArgs {
     #[arg(long = "http-addr", env = "BRIDGE_HTTP_ADDR", default_value = "0.0.0.0:8889")]
     pub http_addr: SocketAddr,
 
+    /// Address for `GET /metrics` (and `/health`), apart from the webhook port. Set it in
+    /// production: the webhook port faces the internet, and the metrics (request counts per
+    /// vendor, error codes, circuit state) are for the operator's scraper only. Unset, `/metrics`
+    /// is served on the webhook port, with a warning at start.
+    #[arg(long = "metrics-addr", env = "INGRESS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 

@@ -97,6 +97,8 @@ impl IngressState {
 /// A built, bound ingress: `port()` for tests that bind port 0, `run_until_stopped()` to serve.
 pub struct Ingress {
     listener: tokio::net::TcpListener,
+    /// `INGRESS_METRICS_ADDR`'s listener; `None`: `/metrics` is on the webhook port.
+    metrics_listener: Option<tokio::net::TcpListener>,
     state: Arc<IngressState>,
     shutdown_timeout: Duration,
     limits: server::ServerLimits,
@@ -183,6 +185,19 @@ impl Ingress {
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {} (BRIDGE_HTTP_ADDR): {error}", args.http_addr))?;
+        let metrics_listener = match args.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("cannot listen on {addr} (INGRESS_METRICS_ADDR): {error}"))?,
+            ),
+            None => {
+                tracing::warn!(
+                    "Serving /metrics on the public webhook port; set INGRESS_METRICS_ADDR to serve it on an address only the scraper reaches."
+                );
+                None
+            }
+        };
         register_metrics(&state);
         let limits = server::ServerLimits {
             max_connections: args.max_connections,
@@ -192,6 +207,7 @@ impl Ingress {
         };
         Ok(Ingress {
             listener,
+            metrics_listener,
             state,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
             limits,
@@ -204,15 +220,29 @@ impl Ingress {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// Where `/metrics` is served: the metrics listener's address, or the webhook port's.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.as_ref().map_or_else(|| self.local_addr(), |l| l.local_addr().expect("bound listener has an address"))
+    }
+
     /// Serves until `shutdown`, then stops accepting, lets in-flight requests finish (bounded by
     /// the shutdown timeout) and flushes the producer.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "Ingress listening.");
-        let app = router(self.state.clone());
+        let app = router(self.state.clone(), self.metrics_listener.is_none());
         let probe = tokio::spawn(kafka_health::watch(self.state.clone(), self.kafka.clone(), self.raw_topic.clone(), shutdown.clone()));
+        // The scraper's port: plain axum, as the processor's; it is not reachable from outside.
+        let scrape = self.metrics_listener.map(|listener| {
+            tracing::info!(addr = %listener.local_addr().expect("bound"), "Serving metrics.");
+            let app = metrics_router(self.state.clone());
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future())
+        });
         let served = server::serve(self.listener, app, self.limits, shutdown, self.shutdown_timeout).await;
         probe.abort();
+        if let Some(scrape) = scrape {
+            scrape.abort();
+        }
         if !served {
             tracing::warn!("In-flight requests did not finish within the shutdown timeout.");
         }
@@ -265,6 +295,7 @@ async fn database_pool(database: &crate::config::DatabaseArgs) -> anyhow::Result
 /// once. Nothing is reset (several ingresses may share the process's registry in tests).
 fn register_metrics(state: &IngressState) {
     use crate::metrics::*;
+    init("ingress");
     circuit::publish_state(state.producer.circuit_state());
     LazyLock::force(&WEBHOOKS_IN_FLIGHT);
     LazyLock::force(&WEBHOOK_REQUESTS);
@@ -284,17 +315,22 @@ fn register_metrics(state: &IngressState) {
     }
 }
 
-/// The HTTP routes.
-pub fn router(state: Arc<IngressState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+/// The HTTP routes of the webhook port; `/metrics` among them only when `with_metrics` (no
+/// separate metrics address).
+pub fn router(state: Arc<IngressState>, with_metrics: bool) -> Router {
+    let routes = Router::new().route("/health", get(health)).route("/ready", get(ready));
+    let routes = if with_metrics { routes.route("/metrics", get(metrics)) } else { routes };
+    routes
         .route("/webhooks/{vendor}", post(webhook::post_webhook).get(handshake))
         .route("/oauth/{vendor}/callback", get(crate::connections::callback::oauth_callback))
         .fallback(|| async { IngressError::NotFound })
         .method_not_allowed_fallback(|| async { IngressError::MethodNotAllowed })
         .with_state(state)
+}
+
+/// The routes of `INGRESS_METRICS_ADDR`.
+fn metrics_router(state: Arc<IngressState>) -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/health", get(health)).route("/ready", get(ready)).with_state(state)
 }
 
 async fn health() -> Response {

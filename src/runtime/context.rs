@@ -29,14 +29,13 @@ pub struct RuntimeContext {
 }
 
 impl ClientContext for RuntimeContext {
-    /// Consumer lag per partition, from librdkafka's statistics.
+    /// Partition ends from librdkafka's statistics, for the lag gauge ([`super::lag`]). Served by
+    /// `poll`, when the loop holds no lock; a tick that finds the engine busy is skipped.
     fn stats(&self, statistics: Statistics) {
-        for (topic, stats) in &statistics.topics {
-            for (partition, p) in &stats.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    crate::metrics::CONSUMER_LAG.with_label_values(&[topic, &partition.to_string()]).set(p.consumer_lag);
-                }
-            }
+        if let Ok(mut guard) = self.engine.try_lock()
+            && let Some(engine) = guard.as_mut()
+        {
+            engine.lag.observe(&statistics);
         }
     }
 }
@@ -60,6 +59,12 @@ impl ConsumerContext for RuntimeContext {
                     return;
                 }
                 tracing::info!(partitions = %describe(tpl), "Partitions assigned.");
+                // What the group has committed, for the lag gauge (librdkafka's own figure
+                // cannot see transactional commits: see `lag.rs`).
+                match consumer.committed_offsets(tpl.clone(), std::time::Duration::from_secs(10)) {
+                    Ok(committed) => engine.lag.assigned(super::engine::committed_offsets(&committed)),
+                    Err(error) => tracing::warn!(%error, "Could not read the committed offsets; lag is reported after the next rewind."),
+                }
                 if let Err(error) = engine.on_assigned(tpl) {
                     tracing::error!(%error, "Restoring state stores failed.");
                     engine.fatal = Some(TxnError::Fatal(format!("restore failed: {error}")));

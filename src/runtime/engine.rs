@@ -125,6 +125,8 @@ pub struct Engine {
     limits: TopicLimits,
     /// When the clock-driven work last ran ([`Engine::run_timers`]).
     timers_at: Instant,
+    /// Consumer lag per assigned partition, from what this engine committed.
+    pub lag: super::lag::Lag,
 }
 
 impl Engine {
@@ -167,6 +169,7 @@ impl Engine {
             fetch,
             limits,
             timers_at: Instant::now(),
+            lag: super::lag::Lag::default(),
         }
     }
 
@@ -226,6 +229,7 @@ impl Engine {
 
     /// Drops the tasks of revoked leader partitions (and the fetches waiting on them).
     pub fn on_revoked(&mut self, revoked: &TopicPartitionList) {
+        self.lag.revoked(revoked.elements().iter().map(|e| (e.topic(), e.partition())));
         for element in revoked.elements() {
             if let Some(fetch) = self.fetch.as_mut() {
                 // Revoked: no need to resume it.
@@ -414,6 +418,7 @@ impl Engine {
         }
         crate::metrics::TXN_COMMITS.inc();
         crate::metrics::TXN_COMMIT_DURATION.observe(started.elapsed().as_secs_f64());
+        self.lag.committed(&self.txn.offsets);
         tracing::debug!(
             records = self.txn.records,
             stores_ms = flushed.as_millis() as u64,
@@ -454,6 +459,7 @@ impl Engine {
         let assignment = consumer.assignment().map_err(|e| TxnError::Abortable(e.to_string()))?;
         if assignment.count() > 0 {
             let committed = consumer.committed_offsets(assignment, TXN_CALL_TIMEOUT).map_err(|e| TxnError::Abortable(e.to_string()))?;
+            self.lag.assigned(committed_offsets(&committed));
             let mut seek = TopicPartitionList::new();
             for element in committed.elements() {
                 let offset = match element.offset() {
@@ -548,4 +554,18 @@ where
             Err((error, _)) => return Err(classify(&error).1),
         }
     }
+}
+
+/// (topic, partition, committed offset or `None`) of a list from `committed_offsets`.
+pub fn committed_offsets(list: &TopicPartitionList) -> Vec<(String, i32, Option<i64>)> {
+    list.elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            };
+            (e.topic().to_owned(), e.partition(), offset)
+        })
+        .collect()
 }

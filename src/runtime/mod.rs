@@ -14,6 +14,7 @@ mod engine;
 mod eos;
 mod fetching;
 mod identities;
+mod lag;
 pub mod store;
 mod task;
 
@@ -165,9 +166,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     // /metrics, /health and /ready from the first second: a processor waiting for a dependency
     // says so (`/ready` names the phase), and its retry counters can be scraped meanwhile.
     let readiness = crate::startup::Readiness::new("waiting_for_kafka");
-    for dependency in ["kafka", "schema_registry", "postgresql", "redis"] {
-        crate::metrics::INFRA_RETRIES.with_label_values(&[dependency]);
-    }
+    crate::metrics::init("processor");
     let metrics = tokio::spawn(crate::metrics::serve(args.metrics_addr, shutdown.clone(), readiness.clone()));
 
     // Kafka first: a refused login or TLS handshake ends the start here with one clear line,

@@ -60,3 +60,38 @@ async fn health_ready_and_metrics_answer() {
     }
     ingress.stop().await;
 }
+
+/// With `INGRESS_METRICS_ADDR`, the metrics leave the internet-facing port; they carry the build
+/// and the process's own series from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_address_are_not_on_the_webhook_port() {
+    let (_topic, ingress) = start(1, &["--metrics-addr", "127.0.0.1:0"]).await;
+    assert_ne!(ingress.metrics_addr, ingress.addr);
+
+    let public = ingress.client.get(ingress.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let body: serde_json::Value = public.json().await.unwrap();
+    assert_eq!(body["error"], "not_found", "{body}");
+
+    let scraped = ingress.client.get(format!("http://{}/metrics", ingress.metrics_addr)).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    let build = format!(
+        "biometric_bridge_build_info{{component=\"ingress\",git_sha=\"{}\",version=\"{}\"}} 1",
+        biometric_bridge::metrics::GIT_SHA,
+        env!("CARGO_PKG_VERSION")
+    );
+    for expected in [
+        build.as_str(),
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "biometric_bridge_circuit_state 0",
+    ] {
+        assert!(text.contains(expected), "/metrics lacks {expected}:\n{text}");
+    }
+    assert_ne!(biometric_bridge::metrics::GIT_SHA, "", "the build records its commit");
+    let health = ingress.client.get(format!("http://{}/health", ingress.metrics_addr)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    ingress.stop().await;
+}

@@ -18,6 +18,8 @@ struct Wrapper {
 
 pub struct TestIngress {
     pub addr: SocketAddr,
+    /// Where `/metrics` is: `addr` unless `--metrics-addr` was given.
+    pub metrics_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub client: reqwest::Client,
@@ -50,8 +52,8 @@ pub async fn spawn_ingress(raw_topic: &str, secrets: VendorSecrets, extra: &[&st
     argv.extend_from_slice(extra);
     let args = Wrapper::parse_from(argv).args;
     let ingress = Ingress::build(&args, secrets).await.expect("ingress builds");
-    let addr = ingress.local_addr();
+    let (addr, metrics_addr) = (ingress.local_addr(), ingress.metrics_addr());
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(ingress.run_until_stopped(shutdown.clone()));
-    TestIngress { addr, shutdown, handle, client: reqwest::Client::new() }
+    TestIngress { addr, metrics_addr, shutdown, handle, client: reqwest::Client::new() }
 }

@@ -21,6 +21,7 @@ mod ingress_process;
 mod ingress_support;
 mod ingress_tokens;
 mod kafka_outage;
+mod metrics_truth;
 mod sasl_ssl;
 mod sink_crash;
 mod sink_postgres;
