@@ -397,3 +397,44 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every `biometric_bridge_*` series the dashboard and the alert rules query is defined here:
+    /// renaming a metric without them would leave a blank panel or an alert that never fires.
+    #[test]
+    fn the_dashboard_and_the_alerts_query_only_metrics_that_exist() {
+        let source = include_str!("metrics.rs");
+        let queried = [
+            include_str!("../deploy/grafana/dashboards/biometric-bridge.json"),
+            include_str!("../deploy/prometheus/alerts.yml"),
+        ];
+        let mut names = std::collections::BTreeSet::new();
+        for text in queried {
+            let mut rest = text;
+            while let Some(at) = rest.find("biometric_bridge_") {
+                let tail = &rest[at..];
+                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                names.insert(&tail[..end]);
+                rest = &tail[end..];
+            }
+        }
+        assert!(names.len() > 20, "found {names:?}");
+        for name in names {
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(name);
+            let defined = source.contains(&format!("\"{name}\"")) || source.contains(&format!("\"{base}\""));
+            assert!(defined, "{name} is queried by deploy/ but no metric of that name is defined");
+        }
+    }
+
+    #[test]
+    fn init_registers_the_build_and_the_alerting_series() {
+        super::init("processor");
+        let text = super::render();
+        assert!(text.contains("biometric_bridge_build_info{component=\"processor\""), "{text}");
+        assert!(text.contains("biometric_bridge_producer_fenced_total 0"), "{text}");
+        assert!(text.contains("biometric_bridge_dlq_records_total{error_class=\"terra_payload_expired\"} 0"), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_cpu_seconds_total"), "{text}");
+    }
+}
