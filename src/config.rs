@@ -199,6 +199,24 @@ impl RegistryArgs {
                 crate::startup::host_of(&self.registry_url)
             );
         }
+        let client = self.client_builder()?;
+        let mut builder = schema_registry_converter::async_impl::schema_registry::SrSettings::new_builder(self.registry_url.clone());
+        builder.set_timeout(std::time::Duration::from_secs(10));
+        if let Some((user, password)) = Self::basic_auth_with(&secret)? {
+            builder.set_basic_authorization(&user, Some(&password));
+        }
+        // The crate's error for a bad builder names no secret (it is about the client).
+        builder.build_with(client).map_err(|error| anyhow::anyhow!("schema registry settings: {error}"))
+    }
+
+    /// An HTTP client for the registry's own API (what the converter crate does not cover, such
+    /// as a subject's compatibility), with the CA and the basic auth of [`RegistryArgs::settings`].
+    pub fn http(&self) -> anyhow::Result<(reqwest::Client, Option<(String, String)>)> {
+        let client = self.client_builder()?.timeout(std::time::Duration::from_secs(10)).build()?;
+        Ok((client, Self::basic_auth_with(crate::secret::load_secret)?))
+    }
+
+    fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
         // The registry client is reqwest on rustls: it needs the process's crypto provider.
         crate::connections::http::install_tls_provider();
         let mut client = reqwest::Client::builder();
@@ -211,17 +229,18 @@ impl RegistryArgs {
             }
             client = client.tls_certs_merge(certificates);
         }
-        let mut builder = schema_registry_converter::async_impl::schema_registry::SrSettings::new_builder(self.registry_url.clone());
-        builder.set_timeout(std::time::Duration::from_secs(10));
-        if let Some(user_info) = secret("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")? {
-            let (user, password) = user_info
-                .expose()
-                .split_once(':')
-                .ok_or_else(|| anyhow::anyhow!("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be <user>:<password>"))?;
-            builder.set_basic_authorization(user, Some(password));
-        }
-        // The crate's error for a bad builder names no secret (it is about the client).
-        builder.build_with(client).map_err(|error| anyhow::anyhow!("schema registry settings: {error}"))
+        Ok(client)
+    }
+
+    fn basic_auth_with(
+        secret: impl Fn(&str) -> Result<Option<crate::secret::Secret>, crate::secret::SecretError>,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let Some(user_info) = secret("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")? else { return Ok(None) };
+        let (user, password) = user_info
+            .expose()
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be <user>:<password>"))?;
+        Ok(Some((user.to_owned(), password.to_owned())))
     }
 }
 

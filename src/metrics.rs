@@ -405,10 +405,7 @@ mod tests {
     #[test]
     fn the_dashboard_and_the_alerts_query_only_metrics_that_exist() {
         let source = include_str!("metrics.rs");
-        let queried = [
-            include_str!("../deploy/grafana/dashboards/biometric-bridge.json"),
-            include_str!("../deploy/prometheus/alerts.yml"),
-        ];
+        let queried = [include_str!("../deploy/grafana/dashboards/biometric-bridge.json"), include_str!("../deploy/prometheus/alerts.yml")];
         let mut names = std::collections::BTreeSet::new();
         for text in queried {
             let mut rest = text;

@@ -53,6 +53,36 @@ pub async fn register(settings: &SrSettings, subject: &str) -> Result<u32, Codec
     })
 }
 
+/// The compatibility every event subject is held to: a new schema must read every event written
+/// with the previous one, so consumers (NEUROS) upgrade after the producer, never before. The
+/// registry then refuses an incompatible schema at the processor's start (409), and
+/// `schemas/history/` with its integration test catches one before it is released.
+pub const COMPATIBILITY: &str = "BACKWARD";
+
+/// Sets `subject`'s compatibility to [`COMPATIBILITY`] (idempotent; also for a subject that does
+/// not exist yet, so the first registration is already held to it).
+pub async fn set_compatibility(registry: &crate::config::RegistryArgs, subject: &str) -> Result<(), CodecError> {
+    let (client, auth) = registry.http().map_err(|error| CodecError::Registry(format!("{error:#}")))?;
+    let url = format!("{}/config/{}", registry.registry_url.trim_end_matches('/'), subject);
+    let mut request = client
+        .put(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
+        .json(&serde_json::json!({ "compatibility": COMPATIBILITY }));
+    if let Some((user, password)) = auth {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().await.map_err(|error| CodecError::Registry(error.without_url().to_string()))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = response.text().await.unwrap_or_default().chars().take(300).collect();
+    match status.as_u16() {
+        code @ 400..=499 if code != 408 && code != 429 => Err(CodecError::Refused { status: code, message }),
+        code => Err(CodecError::Registry(format!("HTTP {code}: {message}"))),
+    }
+}
+
 /// The 4xx status in the crate's "… failed with status 404 Not Found" message, except the two a
 /// retry can cure (408 timeout, 429 rate limit).
 fn refusal_status(message: &str) -> Option<u16> {

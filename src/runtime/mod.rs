@@ -181,6 +181,18 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     for topic in &topology.event_sinks {
         let subject = format!("{topic}-value");
         let id = crate::startup::wait_for("schema_registry", &crate::startup::host_of(&args.registry.registry_url), &shutdown, || async {
+            // Before registering: an incompatible schema is then refused, not added.
+            match crate::event::avro::set_compatibility(&args.registry, &subject).await {
+                Ok(()) => {}
+                // A managed registry may not let this key change the config: the subject keeps
+                // whatever its owner set.
+                Err(refused @ crate::event::avro::CodecError::Refused { .. }) => tracing::warn!(
+                    subject = %subject,
+                    error = %refused,
+                    "Could not set the subject's compatibility to BACKWARD; set it in the registry."
+                ),
+                Err(other) => return Err(anyhow::Error::from(other)),
+            }
             crate::event::avro::register(&settings, &subject).await.map_err(|error| match error {
                 refused @ crate::event::avro::CodecError::Refused { .. } => crate::startup::Misconfigured(refused.to_string()).into(),
                 other => anyhow::Error::from(other),

@@ -23,6 +23,7 @@ mod ingress_tokens;
 mod kafka_outage;
 mod metrics_truth;
 mod sasl_ssl;
+mod schema_compat;
 mod sink_crash;
 mod sink_postgres;
 mod sink_support;
