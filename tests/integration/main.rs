@@ -22,6 +22,7 @@ mod ingress_support;
 mod ingress_tokens;
 mod kafka_outage;
 mod metrics_truth;
+mod python_consumer;
 mod sasl_ssl;
 mod schema_compat;
 mod sink_crash;
