@@ -9,6 +9,7 @@ The file bytes are sent unchanged (signatures cover the exact bytes). Prints one
 status and the ingress's JSON answer.
 """
 import argparse
+import json
 import base64
 import hashlib
 import hmac
@@ -52,11 +53,24 @@ def as_new(body):
     return ID_FIELDS.sub(lambda m: m.group(1) + str(uuid.uuid4()).encode() + m.group(3), body)
 
 
+def summary(answer):
+    """`accepted  trace 5c9a2226…` from the ingress's JSON answer (`error: detail` for a refusal)."""
+    try:
+        body = json.loads(answer)
+    except ValueError:
+        return answer
+    if "error" in body:
+        return f"{body['error']}: {body.get('detail', '')}"
+    trace = body.get("trace_id", "")
+    return f"{body.get('status', '?'):9} trace {trace}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vendor", required=True, choices=["terra", "oura", "whoop", "apple-health"])
     parser.add_argument("--url", default="http://127.0.0.1:8889")
     parser.add_argument("--as-new", action="store_true", help="send with fresh record ids (see as_new)")
+    parser.add_argument("--json", action="store_true", help="print the ingress's JSON answer as it came")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     failed = 0
@@ -73,7 +87,7 @@ def main():
         except urllib.error.HTTPError as error:
             status, answer = error.code, error.read().decode()
             failed += 1
-        print(f"{args.vendor:12} {os.path.basename(path):34} -> {status} {answer}")
+        print(f"{args.vendor:12} {os.path.basename(path):34} -> {status} {answer if args.json else summary(answer)}")
     sys.exit(1 if failed else 0)
 
 
