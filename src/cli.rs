@@ -21,11 +21,45 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Secrets are never flags (a flag shows in `ps` and shell history): each comes from its variable
+/// or from the file its `_FILE` variable names.
+macro_rules! kafka_secrets {
+    () => {
+        "  KAFKA_SASL_PASSWORD[_FILE]        SASL password of KAFKA_SASL_USERNAME
+  KAFKA_SSL_KEY_PASSWORD[_FILE]     passphrase of KAFKA_SSL_KEY_LOCATION"
+    };
+}
+
+const INGRESS_SECRETS: &str = concat!(
+    "Secrets (environment only; NAME or NAME_FILE):
+  TERRA_SIGNING_SECRET[_FILE]       Terra webhook signing secret
+  OURA_CLIENT_SECRET[_FILE]         Oura webhook signatures and OAuth
+  OURA_VERIFICATION_TOKEN[_FILE]    Oura subscription verification
+  WHOOP_CLIENT_SECRET[_FILE]        WHOOP webhook signatures and OAuth
+  TOKEN_ENCRYPTION_KEY[_FILE]       encrypts stored OAuth tokens (64 hex characters)
+  OAUTH_STATE_SECRET[_FILE]         signs the OAuth callback's state
+",
+    kafka_secrets!()
+);
+
+const PROCESS_SECRETS: &str = concat!(
+    "Secrets (environment only; NAME or NAME_FILE):
+  TOKEN_ENCRYPTION_KEY[_FILE]       decrypts stored OAuth tokens for the fetch stage
+  OURA_CLIENT_SECRET[_FILE]         Oura token refresh
+  WHOOP_CLIENT_SECRET[_FILE]        WHOOP token refresh
+  TERRA_API_KEY[_FILE]              Terra API (large requests, reconciliation)
+  SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO[_FILE]  <key>:<secret> for the registry
+",
+    kafka_secrets!()
+);
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP ingress: verify vendor webhooks, write them durably to `raw-webhooks`.
+    #[command(after_long_help = INGRESS_SECRETS)]
     Ingress(IngressArgs),
     /// Run the exactly-once stream processor.
+    #[command(after_long_help = PROCESS_SECRETS)]
     Process(ProcessArgs),
     /// Manage the topics the topology needs.
     Topics {
@@ -108,6 +142,7 @@ pub enum TopologyCommand {
 pub enum TokensCommand {
     /// Issue a token for a user; it is printed once and only its hash is stored.
     Issue {
+        /// Our user id the token uploads for.
         #[arg(long)]
         user: String,
         #[command(flatten)]
@@ -115,8 +150,10 @@ pub enum TokensCommand {
     },
     /// Revoke a user's tokens (all, or one with --token-id).
     Revoke {
+        /// Our user id whose tokens are revoked.
         #[arg(long)]
         user: String,
+        /// Revoke only this token (its id, from `tokens issue` or `tokens list`); default: all.
         #[arg(long)]
         token_id: Option<uuid::Uuid>,
         #[command(flatten)]
@@ -124,6 +161,7 @@ pub enum TokensCommand {
     },
     /// List a user's tokens (ids and dates; never the tokens).
     List {
+        /// Our user id.
         #[arg(long)]
         user: String,
         #[command(flatten)]
@@ -134,9 +172,12 @@ pub enum TokensCommand {
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// Print committed events of a topic (read_committed), decoded, one JSON object per line.
+    ///
+    /// Runs until interrupted unless --max or --idle-timeout-secs is given.
     Tail {
-        /// Topics to read.
-        #[arg(long = "topic", default_values_t = ["terra-biometric-events".to_owned(), "biometric-events".to_owned()])]
+        /// Topics to read (repeatable). Default: the topology's event topics
+        /// (terra-biometric-events, biometric-events, with TOPOLOGY_NAMESPACE's suffix).
+        #[arg(long = "topic")]
         topics: Vec<String>,
         /// Start from the beginning of the topics (else only new events).
         #[arg(long)]
@@ -144,7 +185,7 @@ pub enum EventsCommand {
         /// Stop after this many events.
         #[arg(long)]
         max: Option<usize>,
-        /// Stop after this many seconds without a new event.
+        /// Stop after this many seconds without a new event (default: never).
         #[arg(long)]
         idle_timeout_secs: Option<u64>,
         /// Skip records older than this (Kafka timestamp, ms since the epoch).
@@ -154,6 +195,8 @@ pub enum EventsCommand {
         kafka: KafkaArgs,
         #[command(flatten)]
         registry: RegistryArgs,
+        #[command(flatten)]
+        topology: TopologyArgs,
     },
 }
 
@@ -164,6 +207,38 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every flag of every command says what it is for.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_positional() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_long().unwrap_or(arg.get_id().as_str())));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "biometric-bridge", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:#?}");
+    }
+
+    #[test]
+    fn the_secret_variables_are_named_in_help() {
+        let mut command = super::Cli::command();
+        let ingress = command.find_subcommand_mut("ingress").unwrap().render_long_help().to_string();
+        for name in ["TERRA_SIGNING_SECRET", "OURA_CLIENT_SECRET", "WHOOP_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY", "KAFKA_SASL_PASSWORD"] {
+            assert!(ingress.contains(name), "ingress --help names {name}");
+        }
+        let process = command.find_subcommand_mut("process").unwrap().render_long_help().to_string();
+        for name in ["TOKEN_ENCRYPTION_KEY", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "KAFKA_SASL_PASSWORD"] {
+            assert!(process.contains(name), "process --help names {name}");
+        }
     }
 
     #[test]

@@ -14,15 +14,21 @@ async fn main() -> std::process::ExitCode {
     let log_guard = telemetry::init(cli.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let json_logs = cli.log_format == telemetry::LogFormat::Json;
     let result = run(cli.command, shutdown).await;
-    if let Err(error) = &result {
-        tracing::error!(error = format!("{error:#}"), "Exiting with an error.");
+    // Said once: as a JSON log line where logs are JSON (a collector parses every line), else as
+    // one `error:` line after the logs are flushed.
+    let message = result.as_ref().err().map(telemetry::describe_error);
+    if let (Some(message), true) = (&message, json_logs) {
+        tracing::error!(error = %message, "Exiting with an error.");
     }
     drop(log_guard); // flush buffered log lines before the final message
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
+    match message {
+        None => std::process::ExitCode::SUCCESS,
+        Some(message) => {
+            if !json_logs {
+                eprintln!("error: {message}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -79,8 +85,12 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Reconcile(args) => biometric_bridge::fetch::command::run(args, shutdown).await,
         Command::Connections { command } => connections::cli::run(command).await,
         Command::Subscriptions { command } => connections::subscriptions_cli::run(command).await,
-        Command::Events { command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry } } => {
+        Command::Events {
+            command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry, topology },
+        } => {
             let options = events_tail::TailOptions { from_beginning, max, idle_timeout_secs, since_ms };
+            // The topology's event topics, namespaced as the processor that writes them is.
+            let topics = if topics.is_empty() { topology.load()?.event_sinks } else { topics };
             events_tail::tail(&kafka, &registry, &topics, options, shutdown).await
         }
     }

@@ -36,6 +36,24 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
+/// An error and its causes on one line, `outer: cause: root`, each said once: a cause whose text
+/// the message before it already contains (`cannot read x: No such file or directory (os error
+/// 2)` over the io::Error itself) is left out.
+pub fn describe_error(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// A new random W3C trace id (32 lower-case hex characters).
 pub fn new_trace_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -67,6 +85,16 @@ mod tests {
     fn parses_a_w3c_traceparent() {
         let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(trace_id_from_traceparent(header), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let error =
+            anyhow::Error::new(io).context("cannot read /x: No such file or directory (os error 2)").context("loading the topology");
+        assert_eq!(describe_error(&error), "loading the topology: cannot read /x: No such file or directory (os error 2)");
+        let plain = anyhow::anyhow!("refused").context("starting");
+        assert_eq!(describe_error(&plain), "starting: refused");
     }
 
     #[test]

@@ -243,3 +243,18 @@ fn dot(graph: &Graph) -> String {
     out.push_str("}\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// The README's diagram is this command's output for the shipped topology, so it cannot drift
+    /// from the code again (it once lacked the whole fetch stage). To update it, paste
+    /// `biometric-bridge topology describe --format mermaid` into the README's mermaid block.
+    #[test]
+    fn the_readme_diagram_is_the_shipped_topology() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```mermaid\n").expect("the README has a mermaid diagram") + "```mermaid\n".len();
+        let end = start + readme[start..].find("```").expect("the diagram's block is closed");
+        let topology = super::Topology::parse(super::super::DEFAULT_TOPOLOGY, "topologies/biometric.toml").unwrap();
+        assert_eq!(&readme[start..end], super::describe(&topology, super::Format::Mermaid), "README.md's mermaid block is out of date");
+    }
+}

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer
 from .envelope import Envelope
 from .registry import SchemaRegistry
 
-# The topology's event sinks (topologies/biometric.toml); a TOPOLOGY_NAMESPACE prefixes them.
+# The topology's event sinks (topologies/biometric.toml); a TOPOLOGY_NAMESPACE suffixes them.
 OUTPUT_TOPICS = ("terra-biometric-events", "biometric-events")
 
 
@@ -27,8 +27,9 @@ class EventConsumer:
     def __init__(self, *, bootstrap_servers: str, registry_url: str, group_id: str,
                  topics: Iterable[str] = OUTPUT_TOPICS, namespace: str | None = None,
                  registry: SchemaRegistry | None = None, **kafka_options) -> None:
-        prefix = f"{namespace}." if namespace else ""
-        self.topics = [prefix + topic for topic in topics]
+        # TOPOLOGY_NAMESPACE suffixes every topic: `biometric-events-<namespace>`.
+        suffix = f"-{namespace}" if namespace else ""
+        self.topics = [topic + suffix for topic in topics]
         self.registry = registry or SchemaRegistry(registry_url)
         options = {"auto_offset_reset": "earliest", **kafka_options}
         self._consumer = AIOKafkaConsumer(
