@@ -243,6 +243,9 @@ pub static STORE_RESTORE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static STORE_RESTORED_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("biometric_bridge_store_restored_records_total", "Changelog records applied while restoring stores.", &["store"])
 });
+pub static TASKS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge("biometric_bridge_tasks", "Tasks (ingress partitions, with their co-partitions and stores) this instance holds.")
+});
 pub static STORE_ENTRIES: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge_vec("biometric_bridge_store_entries", "Entries held per store.", &["store"]));
 
@@ -301,6 +304,7 @@ fn init_processor() {
     LazyLock::force(&DUPLICATES_DROPPED);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&STORE_ENTRIES);
+    LazyLock::force(&TASKS);
     LazyLock::force(&FETCH_PENDING);
     LazyLock::force(&TERRA_OLDEST_POINTER_AGE);
     LazyLock::force(&TERRA_HEALTHCHECKS);

@@ -219,10 +219,15 @@ impl Engine {
             .filter(|e| e.topic() == self.leader_topic && !self.tasks.contains_key(&e.partition()))
             .map(|e| e.partition())
             .collect();
+        // The re-key loop's engine is never assigned a task partition: nothing to say for it.
+        if new.is_empty() {
+            return Ok(());
+        }
         let mut tasks: Vec<Task> = new.into_iter().map(|partition| Task::new(&topology, partition)).collect();
         restore_tasks(&self.restorer, &mut tasks)?;
         self.tasks.extend(tasks.into_iter().map(|task| (task.partition, task)));
         self.publish_store_sizes();
+        crate::metrics::TASKS.set(self.tasks.len() as i64);
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "Tasks assigned.");
         Ok(())
     }
@@ -230,6 +235,9 @@ impl Engine {
     /// Drops the tasks of revoked leader partitions (and the fetches waiting on them).
     pub fn on_revoked(&mut self, revoked: &TopicPartitionList) {
         self.lag.revoked(revoked.elements().iter().map(|e| (e.topic(), e.partition())));
+        if !revoked.elements().iter().any(|e| e.topic() == self.leader_topic) {
+            return;
+        }
         for element in revoked.elements() {
             if let Some(fetch) = self.fetch.as_mut() {
                 // Revoked: no need to resume it.
@@ -240,6 +248,7 @@ impl Engine {
             }
         }
         self.publish_store_sizes();
+        crate::metrics::TASKS.set(self.tasks.len() as i64);
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "Tasks revoked.");
     }
 

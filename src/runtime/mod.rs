@@ -5,6 +5,8 @@
 //! - `context.rs`: rebalances (commit on revoke, abort when lost, co-assigned repartition
 //!   partitions, store restore on assign) and consumer-lag statistics;
 //! - `eos.rs`: the loop on its own thread, with outage pauses and shutdown;
+//! - `stream_loop.rs`: the two loops (tasks, re-key), each with its group, producer and thread;
+//! - `lag.rs`: consumer lag from the committed offsets;
 //! - `task.rs` + `store.rs`: per-partition tasks and their changelog-backed stores;
 //! - `identities.rs`: blocking PostgreSQL identity lookups for the loop's thread;
 //! - `fetching.rs`: the fetch stage's concurrent vendor API calls, written back in offset order.
@@ -16,15 +18,12 @@ mod fetching;
 mod identities;
 mod lag;
 pub mod store;
+mod stream_loop;
 mod task;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::config::{DatabaseArgs, KafkaArgs, RedisArgs, RegistryArgs};
 use crate::connections::OAuthArgs;
@@ -34,7 +33,6 @@ use crate::identity::IdentityMap;
 use crate::processor::{Pipeline, TopicLimits};
 use crate::shutdown::CancellationToken;
 use crate::topology::TopologyArgs;
-use context::RuntimeContext;
 use engine::{Cadence, Engine};
 use identities::BlockingIdentities;
 
@@ -210,67 +208,46 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     readiness.set("waiting_for_redis");
     let fetch = crate::fetch::setup::fetch_setup(&args.oauth, &args.fetch, &args.redis, &pool, &shutdown).await?;
 
-    let kafka = &args.kafka;
-    let transaction_timeout = args.transaction_timeout_ms.to_string();
-    let session_timeout = args.session_timeout_ms.to_string();
-    let consumer: BaseConsumer<RuntimeContext> = kafka
-        .config_with(&[
-            ("group.id", &topology.application_id),
-            ("group.instance.id", &member_id),
-            ("client.id", &member_id),
-            ("isolation.level", "read_committed"),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-            ("session.timeout.ms", &session_timeout),
-            ("statistics.interval.ms", "5000"),
-        ])?
-        .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
-    let producer: BaseProducer = kafka
-        .config_with(&[
-            ("transactional.id", &member_id),
-            ("client.id", &member_id),
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("transaction.timeout.ms", &transaction_timeout),
-            ("linger.ms", "5"),
-            ("compression.type", "snappy"),
-            ("message.max.bytes", &PRODUCER_MAX_MESSAGE_BYTES.to_string()),
-        ])?
-        .create()?;
-    let restorer: BaseConsumer<store::RestoreContext> = kafka
-        .config_with(&[
-            ("group.id", &format!("{}-restore", topology.application_id)),
-            ("client.id", &format!("{member_id}-restore")),
-            ("isolation.level", "read_committed"),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
-            ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "50"),
-        ])?
-        .create_with_context(store::RestoreContext)?;
+    // Two loops, two groups (`stream_loop.rs` says why): the tasks' group subscribes to the
+    // ingress topic alone, so its balance is the tasks' balance; the re-key group reads the
+    // re-keyed sources (Terra's direct topic).
+    let tasks_spec = stream_loop::LoopSpec {
+        name: "tasks",
+        group: topology.application_id.clone(),
+        member: member_id.clone(),
+        topics: topology.task_source_topics().into_iter().map(str::to_owned).collect(),
+    };
+    let rekey_spec = stream_loop::LoopSpec {
+        name: "rekey",
+        group: format!("{}-rekey", topology.application_id),
+        member: format!("{member_id}-rekey"),
+        topics: topology.rekey_source_topics().into_iter().map(str::to_owned).collect(),
+    };
+    let build = |spec: &stream_loop::LoopSpec| {
+        stream_loop::clients(
+            &args.kafka,
+            spec,
+            &topology.application_id,
+            args.session_timeout_ms,
+            args.transaction_timeout_ms,
+            PRODUCER_MAX_MESSAGE_BYTES,
+        )
+    };
+    let tasks_clients = build(&tasks_spec)?;
+    let rekey_clients = if rekey_spec.topics.is_empty() { None } else { Some(build(&rekey_spec)?) };
 
-    // Fences any earlier producer with this transactional.id and aborts its open transaction.
+    // Fences any earlier producer with these transactional ids and aborts their open transactions.
     readiness.set("initialising_transactions");
-    let init_shutdown = shutdown.clone();
-    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<BaseProducer> {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match producer.init_transactions(Duration::from_secs(30)) {
-                Ok(()) => return Ok(producer),
-                Err(error) if init_shutdown.is_cancelled() => return Err(error.into()),
-                Err(error) => {
-                    crate::metrics::INFRA_RETRIES.with_label_values(&["kafka"]).inc();
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Could not initialise transactions; retrying.");
-                    std::thread::sleep(delay);
-                    delay = crate::startup::next_delay(delay);
-                }
-            }
+    let tasks_producer = stream_loop::init_transactions(tasks_clients.producer, &shutdown).await?;
+    tracing::info!(transactional_id = %tasks_spec.member, "Transactions initialised.");
+    let rekey = match rekey_clients {
+        Some(clients) => {
+            let producer = stream_loop::init_transactions(clients.producer, &shutdown).await?;
+            tracing::info!(transactional_id = %rekey_spec.member, "Transactions initialised.");
+            Some((clients.consumer, producer, clients.restorer))
         }
-    })
-    .await??;
-    tracing::info!(transactional_id = %member_id, "Transactions initialised.");
+        None => None,
+    };
 
     let stage = {
         let topics = [topology.pending_fetch_topic.clone(), topology.fetch.retry_topic.clone()];
@@ -295,34 +272,39 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         tokio::spawn(crate::fetch::terra_api::run_scheduled(terra, pool.clone(), every, args.reconcile_window, shutdown.clone()));
     }
     let limits = output_limits(&args.kafka, &topology).await;
-    let engine = Engine::new(
-        producer,
+    let cadence = Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) };
+    let identities = || BlockingIdentities { map: IdentityMap::new(pool.clone()), handle: tokio::runtime::Handle::current() };
+    let tasks_engine = Engine::new(
+        tasks_producer,
         Pipeline::new(topology.clone(), &schema_ids),
-        BlockingIdentities { map: IdentityMap::new(pool), handle: tokio::runtime::Handle::current() },
-        restorer,
-        Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) },
+        identities(),
+        tasks_clients.restorer,
+        cadence,
         stage,
-        limits,
+        limits.clone(),
     );
-    let shared = consumer.context().engine.clone();
-    *shared.lock().expect("engine lock") = Some(engine);
-    consumer.subscribe(&topology.source_topics())?;
-    tracing::info!(topics = ?topology.source_topics(), "Subscribed.");
+    let mut loops = vec![stream_loop::spawn(&tasks_spec, tasks_clients.consumer, tasks_engine, &shutdown)?];
+    if let Some((consumer, producer, restorer)) = rekey {
+        let (kafka, from, to, topics) = (args.kafka.clone(), tasks_spec.group.clone(), rekey_spec.group.clone(), rekey_spec.topics.clone());
+        tokio::task::spawn_blocking(move || stream_loop::carry_over_offsets(&kafka, &from, &to, &topics)).await??;
+        let engine = Engine::new(producer, Pipeline::new(topology.clone(), &schema_ids), identities(), restorer, cadence, None, limits);
+        loops.push(stream_loop::spawn(&rekey_spec, consumer, engine, &shutdown)?);
+    }
 
     readiness.set(crate::startup::Readiness::READY);
-    let loop_shutdown = shutdown.clone();
-    let worker = std::thread::Builder::new().name("eos-loop".into()).spawn(move || {
-        let result = eos::run_loop(&consumer, &shared, &loop_shutdown);
-        drop(consumer);
-        result
-    })?;
-    let result = tokio::task::spawn_blocking(move || worker.join()).await?;
+    // Each loop cancels `shutdown` when it ends, so the others follow; the first error is the
+    // process's.
+    let results = tokio::task::spawn_blocking(move || loops.into_iter().map(|handle| handle.join()).collect::<Vec<_>>()).await?;
     shutdown.cancel();
     if let Ok(Err(error)) = metrics.await {
         tracing::warn!(%error, "Metrics server stopped with an error.");
     }
-    match result {
-        Ok(result) => result,
-        Err(_) => anyhow::bail!("the transaction loop panicked"),
+    for result in results {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => anyhow::bail!("a transaction loop panicked"),
+        }
     }
+    Ok(())
 }

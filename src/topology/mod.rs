@@ -251,6 +251,16 @@ impl Topology {
         self.sources.iter().map(|source| source.topic.as_str()).collect()
     }
 
+    /// The sources whose partitions are tasks (read by the tasks' group): those not re-keyed.
+    pub fn task_source_topics(&self) -> Vec<&str> {
+        self.sources.iter().filter(|source| source.repartition_topic.is_none()).map(|source| source.topic.as_str()).collect()
+    }
+
+    /// The sources re-keyed into a repartition topic (read by the stateless re-key group).
+    pub fn rekey_source_topics(&self) -> Vec<&str> {
+        self.sources.iter().filter(|source| source.repartition_topic.is_some()).map(|source| source.topic.as_str()).collect()
+    }
+
     pub fn changelog_topic(&self, store: &str) -> Option<&str> {
         self.stores.iter().find(|s| s.name == store).map(|s| s.changelog_topic.as_str())
     }

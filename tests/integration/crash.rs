@@ -21,7 +21,7 @@ const USERS: usize = 50;
 const KILLS: usize = 6;
 
 /// A compact Terra sleep webhook with its own summary id (so its own event id).
-fn sleep_payload(index: usize) -> (String, Vec<u8>) {
+pub fn sleep_payload(index: usize) -> (String, Vec<u8>) {
     let summary_id = format!("crash-summary-{index:05}");
     let user = format!("crash-user-{}", index % USERS);
     let rmssd = 15.0 + (index % 60) as f64;
@@ -42,7 +42,7 @@ fn sleep_payload(index: usize) -> (String, Vec<u8>) {
     (summary_id, serde_json::to_vec(&body).unwrap())
 }
 
-fn ingress_headers(index: usize) -> OwnedHeaders {
+pub fn ingress_headers(index: usize) -> OwnedHeaders {
     let received_at = chrono::Utc::now().timestamp_millis().to_string();
     OwnedHeaders::new()
         .insert(Header { key: "vendor", value: Some("terra") })
@@ -52,7 +52,7 @@ fn ingress_headers(index: usize) -> OwnedHeaders {
 }
 
 /// Output event ids by count, read to the end with read_committed.
-fn count_event_ids(topic: &str, minimum: usize, timeout: Duration) -> HashMap<String, usize> {
+pub fn count_event_ids(topic: &str, minimum: usize, timeout: Duration) -> HashMap<String, usize> {
     let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", helpers::bootstrap())
         .set("group.id", helpers::unique("crash-verify"))

@@ -24,6 +24,7 @@ mod kafka_outage;
 mod metrics_truth;
 mod python_consumer;
 mod sasl_ssl;
+mod scale;
 mod schema_compat;
 mod sink_crash;
 mod sink_postgres;

@@ -1,0 +1,192 @@
+//! One exactly-once loop: its consumer group membership, its transactional producer, its engine
+//! and the OS thread that runs it. A processor runs two:
+//!
+//! - **tasks**: the group `<application_id>` subscribed to the ingress topic alone; partition p
+//!   is task p, assigned with its co-partitions (repartition, pending-fetch and fetch-retry p) and
+//!   its stores.
+//! - **rekey**: the group `<application_id>-rekey` subscribed to the sources that are re-keyed
+//!   (Terra's direct topic): stateless, it writes each record to the repartition topic, keyed by
+//!   user, where task p reads it.
+//!
+//! Why two groups: a group's assignor balances the partitions its members subscribe to, not the
+//! tasks behind them. With both topics in one subscription, cooperative-sticky gave one of two
+//! instances all ten `raw-webhooks` partitions — every task and store — and the other all of
+//! `terra-direct`, in 4 of 5 runs (ARCHITECTURE.md, "Balanced tasks"). Subscribed alone, the
+//! ingress topic's partitions *are* the tasks, and the assignor's balance is the tasks' balance.
+//! Each loop has its own transactional id (`<member>` and `<member>-rekey`), so a restart fences
+//! both of its predecessors, and one loop's abort never touches the other's records.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::context::RuntimeContext;
+use super::engine::Engine;
+use super::store;
+use crate::config::KafkaArgs;
+use crate::shutdown::CancellationToken;
+
+/// What distinguishes one loop from the other.
+pub struct LoopSpec {
+    /// `tasks` or `rekey`: the thread's name and the logs' `loop` field.
+    pub name: &'static str,
+    pub group: String,
+    /// Static membership id and transactional id.
+    pub member: String,
+    pub topics: Vec<String>,
+}
+
+/// The clients of one loop, created and with transactions initialised (which fences an earlier
+/// producer with the same transactional id).
+pub struct LoopClients {
+    pub consumer: BaseConsumer<RuntimeContext>,
+    pub producer: BaseProducer,
+    pub restorer: BaseConsumer<store::RestoreContext>,
+}
+
+/// Creates the loop's consumer, producer and restore consumer.
+pub fn clients(
+    kafka: &KafkaArgs,
+    spec: &LoopSpec,
+    application_id: &str,
+    session_timeout_ms: u64,
+    transaction_timeout_ms: u64,
+    max_message_bytes: usize,
+) -> anyhow::Result<LoopClients> {
+    let (session_timeout, transaction_timeout) = (session_timeout_ms.to_string(), transaction_timeout_ms.to_string());
+    let consumer: BaseConsumer<RuntimeContext> = kafka
+        .config_with(&[
+            ("group.id", &spec.group),
+            ("group.instance.id", &spec.member),
+            ("client.id", &spec.member),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", &session_timeout),
+            ("statistics.interval.ms", "5000"),
+        ])?
+        .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
+    let producer: BaseProducer = kafka
+        .config_with(&[
+            ("transactional.id", &spec.member),
+            ("client.id", &spec.member),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("transaction.timeout.ms", &transaction_timeout),
+            ("linger.ms", "5"),
+            ("compression.type", "snappy"),
+            ("message.max.bytes", &max_message_bytes.to_string()),
+        ])?
+        .create()?;
+    let restorer: BaseConsumer<store::RestoreContext> = kafka
+        .config_with(&[
+            ("group.id", &format!("{application_id}-restore")),
+            ("client.id", &format!("{}-restore", spec.member)),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "50"),
+        ])?
+        .create_with_context(store::RestoreContext)?;
+    Ok(LoopClients { consumer, producer, restorer })
+}
+
+/// `init_transactions`, retried while Kafka is unavailable (on a blocking thread).
+pub async fn init_transactions(producer: BaseProducer, shutdown: &CancellationToken) -> anyhow::Result<BaseProducer> {
+    let shutdown = shutdown.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<BaseProducer> {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match producer.init_transactions(Duration::from_secs(30)) {
+                Ok(()) => return Ok(producer),
+                Err(error) if shutdown.is_cancelled() => return Err(error.into()),
+                Err(error) => {
+                    crate::metrics::INFRA_RETRIES.with_label_values(&["kafka"]).inc();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Could not initialise transactions; retrying.");
+                    std::thread::sleep(delay);
+                    delay = crate::startup::next_delay(delay);
+                }
+            }
+        }
+    })
+    .await?
+}
+
+/// Subscribes and runs the loop on its own thread. When it ends, for whatever reason, it cancels
+/// `shutdown`, so the other loop commits and stops too: the process lives and dies as one.
+pub fn spawn(
+    spec: &LoopSpec,
+    consumer: BaseConsumer<RuntimeContext>,
+    engine: Engine,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    let shared = consumer.context().engine.clone();
+    *shared.lock().expect("engine lock") = Some(engine);
+    let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(r#loop = spec.name, group = %spec.group, topics = ?spec.topics, "Subscribed.");
+    let shutdown = shutdown.clone();
+    let name = spec.name;
+    Ok(std::thread::Builder::new().name(format!("eos-{name}")).spawn(move || {
+        let result = super::eos::run_loop(&consumer, &shared, &shutdown);
+        if let Err(error) = &result {
+            tracing::error!(r#loop = name, error = %crate::telemetry::describe_error(error), "A transaction loop stopped.");
+        }
+        shutdown.cancel();
+        drop(consumer);
+        result
+    })?)
+}
+
+/// Where the re-key group starts the first time it exists: at the offsets the single group of
+/// earlier versions committed for the same topics, so an upgrade neither re-reads Terra's retained
+/// pointers nor skips any. A no-op once the re-key group has offsets of its own (or when there is
+/// nothing to carry over). Committed while the group is empty, as a simple consumer may.
+pub fn carry_over_offsets(kafka: &KafkaArgs, from_group: &str, to_group: &str, topics: &[String]) -> anyhow::Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(10);
+    let probe: BaseConsumer<DefaultConsumerContext> =
+        kafka.config_with(&[("group.id", to_group), ("enable.auto.commit", "false")])?.create()?;
+    let mut all = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = probe.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            all.add_partition(topic, partition.id());
+        }
+    }
+    let committed = |group: &str| -> anyhow::Result<TopicPartitionList> {
+        let consumer: BaseConsumer<DefaultConsumerContext> =
+            kafka.config_with(&[("group.id", group), ("enable.auto.commit", "false")])?.create()?;
+        Ok(consumer.committed_offsets(all.clone(), timeout)?)
+    };
+    let has_offsets = |list: &TopicPartitionList| list.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_)));
+    if has_offsets(&committed(to_group)?) {
+        return Ok(());
+    }
+    let previous = committed(from_group)?;
+    if !has_offsets(&previous) {
+        return Ok(());
+    }
+    let mut carried = TopicPartitionList::new();
+    for element in previous.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            carried.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset))?;
+        }
+    }
+    probe.commit(&carried, rdkafka::consumer::CommitMode::Sync)?;
+    tracing::info!(
+        from = from_group,
+        to = to_group,
+        partitions = carried.count(),
+        "Carried the re-keyed sources' offsets over to the re-key group."
+    );
+    Ok(())
+}
