@@ -19,6 +19,7 @@ mod identities;
 mod lag;
 pub mod store;
 mod stream_loop;
+pub use stream_loop::FETCH_QUEUE_BACKOFF_MS;
 mod task;
 
 use std::collections::HashMap;
