@@ -115,3 +115,73 @@ async fn the_processor_waits_for_kafka_visibly_and_is_ready_soon_after_it_answer
     }
     eprintln!("processor ready {:?} after Kafka answered", opened.elapsed());
 }
+
+/// A dependency after Kafka down at start (the registry, or Redis when the fetch stage has OAuth
+/// vendors): `/ready` names the phase, the log names the dependency and its address, and the
+/// processor is ready within seconds of it answering.
+async fn waits_for(dependency: &str, phase: &str, upstream: &str, env: impl FnOnce(u16) -> Vec<(String, String)>) {
+    let topology = helpers::TestTopology::create(1).await;
+    let port = helpers::closed_port();
+    let env = env(port);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let processor = helpers::spawn_processor(&topology, &format!("late-{dependency}"), &env);
+    let address = processor.metrics_addr().await;
+    let ready = || {
+        let url = format!("http://{address}/ready");
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    let started = Instant::now();
+    loop {
+        let response = ready().await;
+        let body: serde_json::Value = response.json().await.unwrap();
+        if body["error"] == phase {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never {phase}: {body}\n{}", processor.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let needle = format!("dependency=\"{dependency}\"");
+    let address_text = format!("127.0.0.1:{port}");
+    let waited = Instant::now();
+    while !std::fs::read_to_string(&processor.log)
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("Waiting for a dependency") && l.contains(&needle) && l.contains(&address_text))
+    {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the wait names {dependency} and its address:\n{}", processor.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let _proxy = helpers::open_proxy(port, upstream.to_owned()).await;
+    let opened = Instant::now();
+    while ready().await.status() != 200 {
+        assert!(opened.elapsed() < Duration::from_secs(40), "not ready 40 s after {dependency} answered:\n{}", processor.log_tail());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("processor ready {:?} after {dependency} answered", opened.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_waits_for_the_registry_and_is_ready_soon_after_it_answers() {
+    let registry = helpers::registry_url();
+    let upstream = registry.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let path = registry.trim_start_matches("http://").split_once('/').map_or(String::new(), |(_, p)| format!("/{p}"));
+    waits_for("schema_registry", "waiting_for_schema_registry", &upstream, |port| {
+        vec![("SCHEMA_REGISTRY_URL".to_owned(), format!("http://127.0.0.1:{port}{path}"))]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_waits_for_redis_and_is_ready_soon_after_it_answers() {
+    let upstream = helpers::redis_url().trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    waits_for("redis", "waiting_for_redis", &upstream, |port| {
+        vec![
+            ("REDIS_URL".to_owned(), format!("redis://127.0.0.1:{port}")),
+            ("TOKEN_ENCRYPTION_KEY".to_owned(), "11".repeat(32)),
+            ("OURA_CLIENT_ID".to_owned(), "start-order-oura".to_owned()),
+            ("OURA_CLIENT_SECRET".to_owned(), "start-order-oura-secret-DO-NOT-USE".to_owned()),
+        ]
+    })
+    .await;
+}
