@@ -272,26 +272,63 @@ pub const GIT_SHA: &str = env!("BIOMETRIC_BRIDGE_GIT_SHA");
 /// alert uses, with its known label sets at zero. A counter that appears only at its first
 /// increment is invisible to `rate()` and `increase()` at exactly the moment that matters.
 /// Idempotent; nothing is reset (tests start several components in one process).
-pub fn init(component: &str) {
+pub fn init(component: Component) {
     static PROCESS: std::sync::Once = std::sync::Once::new();
     PROCESS.call_once(|| {
         // /proc exists on Linux only; elsewhere the process series are simply absent.
         #[cfg(target_os = "linux")]
         let _ = REGISTRY.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
     });
-    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_SHA, component]).set(1);
+    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_SHA, component.name()]).set(1);
     LazyLock::force(&ERRORS);
     match component {
-        "ingress" => {}
-        "processor" => init_processor(),
-        "sink" => {
+        Component::Ingress => init_ingress(),
+        Component::Processor => init_processor(),
+        Component::Sink => {
             LazyLock::force(&SINK_ROWS);
             LazyLock::force(&SINK_BATCH_DURATION);
             for dependency in ["kafka", "postgresql"] {
                 INFRA_RETRIES.with_label_values(&[dependency]);
             }
         }
-        _ => {}
+    }
+}
+
+/// The process kinds, for [`init`] and the `component` label of the build info.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Ingress,
+    Processor,
+    Sink,
+}
+
+impl Component {
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Ingress => "ingress",
+            Component::Processor => "processor",
+            Component::Sink => "sink",
+        }
+    }
+}
+
+/// Every ingress series: an alert on `redis_errors_total` must not depend on Redis having failed once.
+fn init_ingress() {
+    LazyLock::force(&WEBHOOKS_IN_FLIGHT);
+    LazyLock::force(&WEBHOOK_REQUESTS);
+    LazyLock::force(&WEBHOOK_DURATION);
+    LazyLock::force(&KAFKA_PRODUCE_DURATION);
+    LazyLock::force(&REDIS_ERRORS);
+    LazyLock::force(&OPEN_CONNECTIONS);
+    for outcome in ["writable", "not_writable"] {
+        CIRCUIT_PROBES.with_label_values(&[outcome]);
+    }
+    for reason in ["idle_timeout", "header_timeout", "over_limit"] {
+        CONNECTIONS_CLOSED.with_label_values(&[reason]);
+    }
+    for vendor in crate::event::Vendor::ALL {
+        DEDUP_HITS.with_label_values(&[vendor.slug()]);
+        STALE_SIGNATURES.with_label_values(&[vendor.slug()]);
     }
 }
 
@@ -430,7 +467,7 @@ mod tests {
 
     #[test]
     fn init_registers_the_build_and_the_alerting_series() {
-        super::init("processor");
+        super::init(super::Component::Processor);
         let text = super::render();
         assert!(text.contains("biometric_bridge_build_info{component=\"processor\""), "{text}");
         assert!(text.contains("biometric_bridge_producer_fenced_total 0"), "{text}");

@@ -26,7 +26,7 @@ mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -291,28 +291,10 @@ async fn database_pool(database: &crate::config::DatabaseArgs) -> anyhow::Result
 }
 
 /// Registers every ingress metric so `/metrics` lists them from the start, at zero, rather than
-/// from their first use: an alert on `redis_errors_total` must not depend on Redis having failed
-/// once. Nothing is reset (several ingresses may share the process's registry in tests).
+/// from their first use (`metrics::init`), with the circuit's current state.
 fn register_metrics(state: &IngressState) {
-    use crate::metrics::*;
-    init("ingress");
+    crate::metrics::init(crate::metrics::Component::Ingress);
     circuit::publish_state(state.producer.circuit_state());
-    LazyLock::force(&WEBHOOKS_IN_FLIGHT);
-    LazyLock::force(&WEBHOOK_REQUESTS);
-    LazyLock::force(&WEBHOOK_DURATION);
-    LazyLock::force(&KAFKA_PRODUCE_DURATION);
-    LazyLock::force(&REDIS_ERRORS);
-    LazyLock::force(&OPEN_CONNECTIONS);
-    for outcome in ["writable", "not_writable"] {
-        CIRCUIT_PROBES.with_label_values(&[outcome]);
-    }
-    for reason in ["idle_timeout", "header_timeout", "over_limit"] {
-        CONNECTIONS_CLOSED.with_label_values(&[reason]);
-    }
-    for vendor in crate::event::Vendor::ALL {
-        DEDUP_HITS.with_label_values(&[vendor.slug()]);
-        STALE_SIGNATURES.with_label_values(&[vendor.slug()]);
-    }
 }
 
 /// The HTTP routes of the webhook port; `/metrics` among them only when `with_metrics` (no

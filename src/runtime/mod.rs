@@ -165,7 +165,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     // /metrics, /health and /ready from the first second: a processor waiting for a dependency
     // says so (`/ready` names the phase), and its retry counters can be scraped meanwhile.
     let readiness = crate::startup::Readiness::new("waiting_for_kafka");
-    crate::metrics::init("processor");
+    crate::metrics::init(crate::metrics::Component::Processor);
     let metrics = tokio::spawn(crate::metrics::serve(args.metrics_addr, shutdown.clone(), readiness.clone()));
 
     // Kafka first: a refused login or TLS handshake ends the start here with one clear line,

@@ -91,7 +91,7 @@ pub async fn run(args: SinkArgs, shutdown: CancellationToken) -> anyhow::Result<
     let topology = args.topology.load()?;
     let sink = args.sink_name.clone().unwrap_or_else(|| format!("{}-postgres-sink", topology.application_id));
     tracing::info!(sink = %sink, topics = ?topology.event_sinks, "Starting the PostgreSQL sink.");
-    crate::metrics::init("sink");
+    crate::metrics::init(crate::metrics::Component::Sink);
     let readiness = crate::startup::Readiness::new(crate::startup::Readiness::READY);
     let metrics = tokio::spawn(crate::metrics::serve(args.metrics_addr, shutdown.clone(), readiness));
 
