@@ -211,9 +211,11 @@ impl RegistryArgs {
 
     /// An HTTP client for the registry's own API (what the converter crate does not cover, such
     /// as a subject's compatibility), with the CA and the basic auth of [`RegistryArgs::settings`].
-    pub fn http(&self) -> anyhow::Result<(reqwest::Client, Option<(String, String)>)> {
+    /// Built once at start: a bad CA file or user info fails there, not on every retry.
+    pub fn http(&self) -> anyhow::Result<RegistryHttp> {
         let client = self.client_builder()?.timeout(std::time::Duration::from_secs(10)).build()?;
-        Ok((client, Self::basic_auth_with(crate::secret::load_secret)?))
+        let auth = Self::basic_auth_with(crate::secret::load_secret)?;
+        Ok(RegistryHttp { client, auth, base_url: self.registry_url.trim_end_matches('/').to_owned() })
     }
 
     fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
@@ -242,6 +244,13 @@ impl RegistryArgs {
             .ok_or_else(|| anyhow::anyhow!("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be <user>:<password>"))?;
         Ok(Some((user.to_owned(), password.to_owned())))
     }
+}
+
+/// The registry's HTTP API beside the converter crate's client: base URL, client, basic auth.
+pub struct RegistryHttp {
+    pub client: reqwest::Client,
+    pub auth: Option<(String, String)>,
+    pub base_url: String,
 }
 
 /// PostgreSQL (identity mapping, Apple Health tokens, event history).

@@ -61,14 +61,14 @@ pub const COMPATIBILITY: &str = "BACKWARD";
 
 /// Sets `subject`'s compatibility to [`COMPATIBILITY`] (idempotent; also for a subject that does
 /// not exist yet, so the first registration is already held to it).
-pub async fn set_compatibility(registry: &crate::config::RegistryArgs, subject: &str) -> Result<(), CodecError> {
-    let (client, auth) = registry.http().map_err(|error| CodecError::Registry(format!("{error:#}")))?;
-    let url = format!("{}/config/{}", registry.registry_url.trim_end_matches('/'), subject);
-    let mut request = client
+pub async fn set_compatibility(registry: &crate::config::RegistryHttp, subject: &str) -> Result<(), CodecError> {
+    let url = format!("{}/config/{}", registry.base_url, subject);
+    let mut request = registry
+        .client
         .put(url)
         .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
         .json(&serde_json::json!({ "compatibility": COMPATIBILITY }));
-    if let Some((user, password)) = auth {
+    if let Some((user, password)) = &registry.auth {
         request = request.basic_auth(user, Some(password));
     }
     let response = request.send().await.map_err(|error| CodecError::Registry(error.without_url().to_string()))?;

@@ -119,7 +119,7 @@ fn pace_fetches(engine: &mut Engine, consumer: &BaseConsumer<RuntimeContext>) ->
     // `assignment()` is a round trip to librdkafka's main thread (a queued op and a condition
     // variable): asked on every turn, it cost 4/5 of the throughput (perf: pthread_cond_signal and
     // futex waits on top). Asked only when there is a pause or resume to check against it.
-    if fetch.to_pause.is_empty() && fetch.to_resume.is_empty() && !fetch.should_pause() && !fetch.should_resume() && !fetch.resume_all {
+    if !fetch.wants_pause_or_resume() {
         return Ok(());
     }
     let assigned = consumer.assignment()?;

@@ -147,6 +147,11 @@ impl FetchStage {
         self.queues.values().flatten().map(body).sum()
     }
 
+    /// Whether [`super::eos`] has any pause or resume to apply this turn.
+    pub fn wants_pause_or_resume(&self) -> bool {
+        !self.to_pause.is_empty() || !self.to_resume.is_empty() || self.resume_all || self.should_pause() || self.should_resume()
+    }
+
     pub fn should_pause(&self) -> bool {
         !self.saturated && (self.in_progress() >= self.max_pending || self.buffered_bytes() >= self.max_pending_bytes)
     }

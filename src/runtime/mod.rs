@@ -176,12 +176,13 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     // The registry is contacted here only: schema ids are cached for the hot path.
     readiness.set("waiting_for_schema_registry");
     let settings = args.registry.settings()?;
+    let registry_http = args.registry.http()?;
     let mut schema_ids = HashMap::new();
     for topic in &topology.event_sinks {
         let subject = format!("{topic}-value");
         let id = crate::startup::wait_for("schema_registry", &crate::startup::host_of(&args.registry.registry_url), &shutdown, || async {
             // Before registering: an incompatible schema is then refused, not added.
-            match crate::event::avro::set_compatibility(&args.registry, &subject).await {
+            match crate::event::avro::set_compatibility(&registry_http, &subject).await {
                 Ok(()) => {}
                 // A managed registry may not let this key change the config: the subject keeps
                 // whatever its owner set.

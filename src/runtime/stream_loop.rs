@@ -145,8 +145,9 @@ pub fn spawn(
     let name = spec.name;
     Ok(std::thread::Builder::new().name(format!("eos-{name}")).spawn(move || {
         let result = super::eos::run_loop(&consumer, &shared, &shutdown);
-        if let Err(error) = &result {
-            tracing::error!(r#loop = name, error = %crate::telemetry::describe_error(error), "A transaction loop stopped.");
+        // The error itself is the process's, printed once by main.
+        if result.is_err() {
+            tracing::warn!(r#loop = name, "A transaction loop stopped with an error; stopping the other.");
         }
         shutdown.cancel();
         drop(consumer);
@@ -172,16 +173,13 @@ pub fn carry_over_offsets(kafka: &KafkaArgs, from_group: &str, to_group: &str, t
             all.add_partition(topic, partition.id());
         }
     }
-    let committed = |group: &str| -> anyhow::Result<TopicPartitionList> {
-        let consumer: BaseConsumer<DefaultConsumerContext> =
-            kafka.config_with(&[("group.id", group), ("enable.auto.commit", "false")])?.create()?;
-        Ok(consumer.committed_offsets(all.clone(), timeout)?)
-    };
     let has_offsets = |list: &TopicPartitionList| list.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_)));
-    if has_offsets(&committed(to_group)?) {
+    if has_offsets(&probe.committed_offsets(all.clone(), timeout)?) {
         return Ok(());
     }
-    let previous = committed(from_group)?;
+    let old_group: BaseConsumer<DefaultConsumerContext> =
+        kafka.config_with(&[("group.id", from_group), ("enable.auto.commit", "false")])?.create()?;
+    let previous = old_group.committed_offsets(all, timeout)?;
     if !has_offsets(&previous) {
         return Ok(());
     }

@@ -37,7 +37,7 @@ async fn the_working_schema_is_backward_compatible_with_every_release() {
     helpers::require_stack();
     let registry = helpers::registry_url();
     let subject = helpers::unique("compat-biometric-events-value");
-    biometric_bridge::event::avro::set_compatibility(&RegistryArgs::plain(registry.clone()), &subject).await.unwrap();
+    biometric_bridge::event::avro::set_compatibility(&RegistryArgs::plain(registry.clone()).http().unwrap(), &subject).await.unwrap();
     let config: serde_json::Value = reqwest::get(format!("{registry}/config/{subject}")).await.unwrap().json().await.unwrap();
     assert_eq!(config["compatibilityLevel"], "BACKWARD", "{config}");
 
