@@ -98,6 +98,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::connections::cli::ConnectionsCommand,
     },
+    /// Run the HRV triggers over synthetic cohorts with known episodes and score each rule
+    /// (recall, false alarms per user-month, precision, delay). Needs no broker.
+    Evaluate(crate::signal::EvaluateArgs),
     /// Manage the app's Oura webhook subscriptions (run `subscriptions ensure` daily from cron).
     Subscriptions {
         #[command(subcommand)]

@@ -37,6 +37,7 @@ pub mod processor;
 pub mod runtime;
 pub mod secret;
 pub mod shutdown;
+pub mod signal;
 pub mod sink;
 pub mod startup;
 pub mod telemetry;

@@ -161,6 +161,20 @@ pub struct Trigger {
     pub baseline_mean: Option<f64>,
     pub baseline_sd: Option<f64>,
     pub z_score: Option<f64>,
+    /// The signals behind a multi-signal trigger (`ILLNESS_RISK`), each with its z-score in the
+    /// direction illness moves it; empty for single-signal triggers.
+    #[serde(default)]
+    pub contributions: Vec<Contribution>,
+}
+
+/// One signal's part in a multi-signal trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The event field, e.g. `resting_heart_rate_bpm`.
+    pub signal: String,
+    /// (recent mean - baseline mean) / baseline SD, signed so that positive is the illness
+    /// direction (HRV down, resting HR, respiratory rate and temperature up).
+    pub z_score: f64,
 }
 
 /// Why a value the vendor sent is not in the event: it was out of its plausible range, not a

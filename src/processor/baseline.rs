@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::store::{KeyValueStore, key_part};
-use crate::event::{BiometricEvent, EventKind, Severity, Trigger};
+use crate::event::{BiometricEvent, EventKind, Trigger};
 use crate::topology::BaselineParams;
 
 pub const HRV_BELOW_BASELINE: &str = "HRV_BELOW_BASELINE";
@@ -88,8 +88,14 @@ impl BaselineState {
     /// Sets record `id`'s reading (ms) on `day`, replacing any earlier contribution of that record
     /// (on any day), and forgets days too old to matter for the newest day.
     pub fn add(&mut self, day: i32, id: u64, value_ms: f64, params: &BaselineParams) {
+        self.add_value(day, id, value_ms.ln(), params);
+    }
+
+    /// As [`BaselineState::add`], for a signal kept as it is (resting HR, respiratory rate,
+    /// temperature deviation are near-normal; only HRV is analysed as ln).
+    pub fn add_value(&mut self, day: i32, id: u64, value: f64, params: &BaselineParams) {
         self.remove(id);
-        self.days.entry(day).or_default().0.push((id, value_ms.ln()));
+        self.days.entry(day).or_default().0.push((id, value));
         let newest = *self.days.keys().next_back().expect("just inserted");
         let keep_from = newest - (params.baseline_days + params.recent_days) as i32 + 1;
         self.days = self.days.split_off(&keep_from);
@@ -116,6 +122,22 @@ impl BaselineState {
         self.days.range(from..=to_inclusive).filter_map(|(_, day)| day.mean()).collect()
     }
 
+    /// Whether the series holds enough history for a person to "have a baseline": as many days
+    /// as a first judgement needs. It stays true through a short gap in readings, so a person with
+    /// months of history is not judged by the fixed limits again after a week without the watch.
+    pub fn established(&self, params: &BaselineParams) -> bool {
+        self.days.len() >= (params.min_history_days.max(2) + params.min_recent_readings) as usize
+    }
+
+    /// Whether the recent mean ending at `day` and at each of the `confirm_days - 1` days before it
+    /// lay below the band, judged on the data now present; the judgement of `day` when it did.
+    pub fn below_band(&self, day: i32, params: &BaselineParams) -> Option<Judgement> {
+        let judgement = self.judge(day, params).filter(|j| j.recent_mean < j.lower_band)?;
+        let confirmed =
+            (1..params.confirm_days as i32).all(|back| self.judge(day - back, params).is_some_and(|j| j.recent_mean < j.lower_band));
+        confirmed.then_some(judgement)
+    }
+
     /// Judges the recent window ending at `day`; `None` while there is not enough data.
     pub fn judge(&self, day: i32, params: &BaselineParams) -> Option<Judgement> {
         let recent_from = day - params.recent_days as i32 + 1;
@@ -127,9 +149,28 @@ impl BaselineState {
         let recent_mean = mean(&recent);
         let baseline_mean = mean(&baseline);
         let baseline_sd = sample_sd(&baseline, baseline_mean).max(MIN_SD);
-        let lower_band = baseline_mean - params.band_sd * baseline_sd;
+        let band = if params.widen_short_history { widened_band(params, recent.len(), baseline.len()) } else { params.band_sd };
+        let lower_band = baseline_mean - band * baseline_sd;
         Some(Judgement { recent_mean, baseline_mean, baseline_sd, lower_band, z_score: (recent_mean - baseline_mean) / baseline_sd })
     }
+}
+
+/// The band (in baseline SDs) for a judgement on `recent` recent days and `history` baseline days.
+///
+/// `band_sd` is the band for a full window: `recent_days` recent and `baseline_days` baseline
+/// days. With fewer, the difference between the two means is noisier (its variance is
+/// σ²·(1/recent + 1/history)) and σ itself is an estimate from `history` days (a Student t, not a
+/// normal quantile). The band is widened so a judgement on a short history is as sure as one on
+/// a full one: the same quantile, taken from t with `history − 1` degrees of freedom
+/// (Cornish–Fisher expansion), times the standard error of the difference. This is what lets a
+/// personal judgement start after a week or two without a burst of false alarms.
+fn widened_band(params: &BaselineParams, recent: usize, history: usize) -> f64 {
+    let standard_error = |r: f64, h: f64| (1.0 / r + 1.0 / h).sqrt();
+    let full = standard_error(f64::from(params.recent_days), f64::from(params.baseline_days));
+    let z = params.band_sd / full;
+    let nu = (history.max(2) - 1) as f64;
+    let t = z + (z.powi(3) + z) / (4.0 * nu) + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * nu * nu);
+    t * standard_error(recent as f64, history as f64)
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -193,20 +234,29 @@ pub fn day_of(event: &BiometricEvent) -> i32 {
     (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
+/// What the baselines made of one event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assessment {
+    pub triggers: Vec<Trigger>,
+    /// Whether any of the event's HRV series has an established baseline (see
+    /// [`BaselineState::established`]): the priority policy's "has a baseline".
+    pub established: bool,
+}
+
 /// Applies the event to its baselines and returns the triggers they raise: its HRV readings
 /// replace the record's earlier contributions (a correction), a reading the record no longer has
 /// withdraws its contribution, and a DELETED event withdraws the deleted record's from every
 /// series of the user.
-pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &BiometricEvent, params: &BaselineParams) -> Vec<Trigger> {
+pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &BiometricEvent, params: &BaselineParams) -> Assessment {
     if event.kind == EventKind::Deleted {
         if let Some(retracted) = &event.retracts_event_id {
             withdraw(store, &event.user_id, contribution_id(retracted));
         }
-        return Vec::new();
+        return Assessment::default();
     }
     let day = day_of(event);
     let id = contribution_id(&event.event_id);
-    let mut triggers = Vec::new();
+    let mut assessment = Assessment::default();
     for metric in METRICS {
         let key = key(event, metric);
         let Some(value) = hrv_value(event, metric) else {
@@ -219,12 +269,11 @@ pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &Bi
         };
         let mut state = store.get(&key).cloned().unwrap_or_default();
         state.add(day, id, value, params);
-        if let Some(judgement) = state.judge(day, params)
-            && judgement.recent_mean < judgement.lower_band
-        {
-            triggers.push(Trigger {
+        assessment.established |= state.established(params);
+        if let Some(judgement) = state.below_band(day, params) {
+            assessment.triggers.push(Trigger {
                 trigger_type: HRV_BELOW_BASELINE.to_owned(),
-                severity: Severity::High,
+                severity: params.severity,
                 metric: format!("ln_{metric}_{}d_mean", params.recent_days),
                 value: judgement.recent_mean,
                 threshold: judgement.lower_band,
@@ -232,11 +281,12 @@ pub fn update_and_judge(store: &mut dyn KeyValueStore<BaselineState>, event: &Bi
                 baseline_mean: Some(judgement.baseline_mean),
                 baseline_sd: Some(judgement.baseline_sd),
                 z_score: Some(judgement.z_score),
+                contributions: Vec::new(),
             });
         }
         store.put(key, state);
     }
-    triggers
+    assessment
 }
 
 /// Removes record `id`'s contribution from every baseline of `user_id`. A scan of the store:
@@ -259,8 +309,9 @@ fn withdraw(store: &mut dyn KeyValueStore<BaselineState>, user_id: &str, id: u64
 mod tests {
     use super::*;
 
+    /// The first release's rule: the tests below are about the mechanics, with its round numbers.
     fn params() -> BaselineParams {
-        BaselineParams::default()
+        BaselineParams::V1
     }
 
     #[test]
@@ -292,6 +343,16 @@ mod tests {
         let judgement = state.judge(66, &params()).unwrap();
         assert!(judgement.recent_mean < judgement.lower_band, "{judgement:?}");
         assert!(judgement.z_score < -2.0, "{judgement:?}");
+    }
+
+    #[test]
+    fn a_short_history_widens_the_band_and_a_full_one_keeps_it() {
+        let params = BaselineParams { widen_short_history: true, band_sd: 0.75, ..BaselineParams::default() };
+        let full = widened_band(&params, 7, 60);
+        assert!((full - 0.75).abs() < 0.03, "a full window keeps the band (t of 59 df ~ z): {full}");
+        let (week, fortnight) = (widened_band(&params, 7, 7), widened_band(&params, 7, 14));
+        assert!(week > fortnight && fortnight > full, "{week} {fortnight} {full}");
+        assert!(widened_band(&params, 3, 60) > full, "fewer recent readings widen it too");
     }
 
     #[test]

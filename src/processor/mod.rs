@@ -4,6 +4,8 @@
 //! - `pipeline.rs`: one record in, output records out (normalize -> identity -> dedup ->
 //!   thresholds -> baseline -> route), dead letters and pending fetches included;
 //! - `triggers.rs`: fixed rMSSD / SDNN thresholds; `baseline.rs`: personal HRV baselines;
+//!   `illness.rs`: `ILLNESS_RISK`, several signals against their baselines;
+//!   `judge.rs`: an event's triggers and the priority policy's header;
 //!   `dedup.rs`: event-id de-duplication; `plausibility.rs`: impossible values removed before
 //!   anything judges them; `store.rs`: the key-value interface they use.
 //!
@@ -13,6 +15,8 @@
 pub mod backfill;
 pub mod baseline;
 pub mod dedup;
+pub mod illness;
+pub mod judge;
 pub mod pipeline;
 pub mod plausibility;
 pub mod store;

@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 
 use super::backfill::{self, Backfill, SourceRecord};
-use super::baseline::{self, BaselineState};
+use super::baseline::BaselineState;
 use super::dedup::{self, Seen, Verdict};
+use super::judge;
 use super::plausibility;
 use super::store::KeyValueStore;
-use super::triggers;
 use crate::event::avro::EventCodec;
 use crate::event::{BiometricEvent, Vendor};
 use crate::kafka::headers;
@@ -269,15 +269,15 @@ impl Pipeline {
                     Verdict::New | Verdict::Updated => {}
                 }
             }
-            let mut raised = triggers::threshold_triggers(&event, &self.topology.thresholds);
-            raised.extend(triggers::observation_triggers(&event));
-            if let (Some(store), Some(params)) = (stores.baseline.as_deref_mut(), self.topology.baseline) {
-                raised.extend(baseline::update_and_judge(store, &event, &params));
-            }
-            for trigger in &raised {
+            let baseline: Option<(&mut dyn KeyValueStore<BaselineState>, _)> =
+                match (stores.baseline.as_deref_mut(), self.topology.baseline.as_ref()) {
+                    (Some(store), Some(params)) => Some((store, params)),
+                    _ => None,
+                };
+            judge::judge(&mut event, &self.topology.thresholds, baseline);
+            for trigger in &event.triggers {
                 crate::metrics::TRIGGERS.with_label_values(&[&trigger.trigger_type, severity_name(trigger.severity)]).inc();
             }
-            triggers::attach(&mut event, raised);
             outputs.push(self.encode(&event));
         }
         Ok(outputs)

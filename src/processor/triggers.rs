@@ -19,6 +19,11 @@ pub const SDNN_STRESS_INTERVENTION: &str = "SDNN_STRESS_INTERVENTION";
 /// clinician's follow-up, never a CRITICAL alarm from a screening feature.
 pub const IRREGULAR_RHYTHM: &str = "IRREGULAR_RHYTHM";
 
+/// Whether a trigger type is one of the fixed HRV limits (the rules that judge everyone alike).
+pub fn is_fixed_limit(trigger_type: &str) -> bool {
+    [URGENT_INTERVENTION, STRESS_INTERVENTION, SDNN_URGENT_INTERVENTION, SDNN_STRESS_INTERVENTION].contains(&trigger_type)
+}
+
 /// The trigger a device-detected observation raises: an irregular-rhythm notification (Apple
 /// Watch IRN, Fitbit IRN, via Terra's `health_observation`) is what a coach must see first.
 pub fn observation_triggers(event: &BiometricEvent) -> Vec<Trigger> {
@@ -47,6 +52,7 @@ fn trigger(trigger_type: &str, severity: Severity, metric: &str, value: f64, thr
         baseline_mean: None,
         baseline_sd: None,
         z_score: None,
+        contributions: Vec::new(),
     }
 }
 

@@ -107,6 +107,8 @@ impl Default for ThresholdParams {
     }
 }
 
+/// The personal HRV baseline's rule (see `processor::baseline` and SIGNAL.md for how the
+/// defaults were chosen).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BaselineParams {
     pub recent_days: u32,
@@ -114,13 +116,99 @@ pub struct BaselineParams {
     pub band_sd: f64,
     pub min_recent_readings: u32,
     pub min_history_days: u32,
+    /// How many consecutive days' recent means must lie below the band before the trigger fires
+    /// (1: the day's own).
+    pub confirm_days: u32,
+    /// Widen the band while the history or the recent window is short (see
+    /// `processor::baseline::widened_band`), so judging can start early.
+    pub widen_short_history: bool,
+    /// The severity of `HRV_BELOW_BASELINE`: MEDIUM since v2 (a recovery signal for the coach;
+    /// the multi-signal `ILLNESS_RISK` is the alarm), HIGH in v1.
+    pub severity: crate::event::Severity,
+    /// What sets the `priority` header once the person has a baseline.
+    pub priority_policy: PriorityPolicy,
+    /// The multi-signal `ILLNESS_RISK` rule; `None`: off.
+    pub illness: Option<IllnessParams>,
+}
+
+/// `ILLNESS_RISK` (see `processor::illness`): how many signals must deviate, and how far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IllnessParams {
+    /// Days in the recent mean of each signal.
+    pub recent_days: u32,
+    /// Days of history each signal needs before it is judged.
+    pub min_history_days: u32,
+    /// z-score (in the illness direction) at which a signal counts as deviating.
+    pub signal_z: f64,
+    /// How many signals must deviate together.
+    pub min_signals: u32,
+}
+
+impl Default for IllnessParams {
+    fn default() -> Self {
+        IllnessParams { recent_days: 3, min_history_days: 14, signal_z: 0.75, min_signals: 3 }
+    }
+}
+
+impl BaselineParams {
+    /// The first release's rule: 0.5 SD band, 14 days of history, no confirmation, fixed-limit
+    /// priority. Kept so `evaluate` can show what the current defaults changed.
+    pub const V1: BaselineParams = BaselineParams {
+        recent_days: 7,
+        baseline_days: 60,
+        band_sd: 0.5,
+        min_recent_readings: 3,
+        min_history_days: 14,
+        confirm_days: 1,
+        widen_short_history: false,
+        severity: crate::event::Severity::High,
+        priority_policy: PriorityPolicy::Fixed,
+        illness: None,
+    };
 }
 
 impl Default for BaselineParams {
-    /// 7-day rolling mean against a 60-day baseline, band +/- 0.5 SD, at least 3 recent readings
-    /// and 14 days of history (see ARCHITECTURE.md for the method and its sources).
+    /// 7-day rolling mean against a 60-day baseline; band, history and confirmation chosen by
+    /// `biometric-bridge evaluate` (SIGNAL.md); see ARCHITECTURE.md for the method's sources.
     fn default() -> Self {
-        BaselineParams { recent_days: 7, baseline_days: 60, band_sd: 0.5, min_recent_readings: 3, min_history_days: 14 }
+        BaselineParams {
+            band_sd: 0.5,
+            min_history_days: 7,
+            confirm_days: 2,
+            widen_short_history: true,
+            severity: crate::event::Severity::Medium,
+            priority_policy: PriorityPolicy::Personal,
+            illness: Some(IllnessParams::default()),
+            ..BaselineParams::V1
+        }
+    }
+}
+
+/// What the `priority` header follows. The triggers themselves are the same under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PriorityPolicy {
+    /// Every trigger raises the header: the fixed rMSSD limits included, whoever the person is.
+    Fixed,
+    /// The fixed limits raise the header only while the person has no baseline yet; once they
+    /// have one, the personal rules (and device observations) alone do.
+    #[default]
+    Personal,
+}
+
+impl PriorityPolicy {
+    pub fn parse(text: &str) -> Option<PriorityPolicy> {
+        match text {
+            "fixed" => Some(PriorityPolicy::Fixed),
+            "personal" => Some(PriorityPolicy::Personal),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PriorityPolicy::Fixed => "fixed",
+            PriorityPolicy::Personal => "personal",
+        }
     }
 }
 
@@ -481,7 +569,25 @@ impl Validator<'_> {
                 "hrv-thresholds",
                 &["rmssd_critical_below_ms", "rmssd_high_below_ms", "sdnn_enabled", "sdnn_critical_below_ms", "sdnn_high_below_ms"],
             ),
-            ("hrv-baseline", &["store", "recent_days", "baseline_days", "band_sd", "min_recent_readings", "min_history_days"]),
+            (
+                "hrv-baseline",
+                &[
+                    "store",
+                    "recent_days",
+                    "baseline_days",
+                    "band_sd",
+                    "min_recent_readings",
+                    "min_history_days",
+                    "confirm_days",
+                    "widen_short_history",
+                    "severity",
+                    "priority_policy",
+                    "illness_risk",
+                    "illness_recent_days",
+                    "illness_signal_z",
+                    "illness_min_signals",
+                ],
+            ),
             ("route", &[]),
         ];
         let Some((kind, allowed)) = TYPES.iter().find(|(name, _)| *name == p.kind.get_ref().as_str()) else {
@@ -567,7 +673,48 @@ impl Validator<'_> {
             band_sd: p.band_sd.as_ref().map_or(default.band_sd, |v| *v.get_ref()),
             min_recent_readings: days(&p.min_recent_readings, default.min_recent_readings),
             min_history_days: days(&p.min_history_days, default.min_history_days),
+            confirm_days: days(&p.confirm_days, default.confirm_days),
+            widen_short_history: p.widen_short_history.as_ref().map_or(default.widen_short_history, |v| *v.get_ref()),
+            illness: match p.illness_risk.as_ref().map_or(default.illness.is_some(), |v| *v.get_ref()) {
+                false => None,
+                true => {
+                    let fallback = IllnessParams::default();
+                    Some(IllnessParams {
+                        recent_days: days(&p.illness_recent_days, fallback.recent_days),
+                        min_history_days: fallback.min_history_days,
+                        signal_z: p.illness_signal_z.as_ref().map_or(fallback.signal_z, |v| *v.get_ref()),
+                        min_signals: days(&p.illness_min_signals, fallback.min_signals),
+                    })
+                }
+            },
+            severity: match &p.severity {
+                None => default.severity,
+                Some(text) => match text.get_ref().as_str() {
+                    "MEDIUM" => crate::event::Severity::Medium,
+                    "HIGH" => crate::event::Severity::High,
+                    _ => return Err(self.error(text, "processors.severity", "must be \"MEDIUM\" or \"HIGH\"")),
+                },
+            },
+            priority_policy: match &p.priority_policy {
+                None => default.priority_policy,
+                Some(text) => PriorityPolicy::parse(text.get_ref())
+                    .ok_or_else(|| self.error(text, "processors.priority_policy", "must be \"personal\" or \"fixed\""))?,
+            },
         };
+        if let Some(illness) = params.illness {
+            if illness.recent_days == 0 || illness.recent_days >= params.baseline_days {
+                return Err(self.error(&p.name, "processors.illness_recent_days", "must be between 1 and baseline_days"));
+            }
+            if !(1..=4).contains(&illness.min_signals) {
+                return Err(self.error(&p.name, "processors.illness_min_signals", "must be between 1 and 4 (the signals judged)"));
+            }
+            if !(illness.signal_z.is_finite() && illness.signal_z > 0.0) {
+                return Err(self.error(&p.name, "processors.illness_signal_z", "must be a positive number"));
+            }
+        }
+        if params.confirm_days == 0 || params.confirm_days > params.recent_days {
+            return Err(self.error(&p.name, "processors.confirm_days", "must be between 1 and recent_days"));
+        }
         if params.recent_days == 0 || params.baseline_days <= params.recent_days {
             return Err(self.error(&p.name, "processors.baseline_days", "baseline_days must exceed recent_days (both > 0)"));
         }

@@ -99,6 +99,14 @@ pub struct ProcessorSpec {
     pub band_sd: Option<Spanned<f64>>,
     pub min_recent_readings: Option<Spanned<u32>>,
     pub min_history_days: Option<Spanned<u32>>,
+    pub confirm_days: Option<Spanned<u32>>,
+    pub widen_short_history: Option<Spanned<bool>>,
+    pub severity: Option<Spanned<String>>,
+    pub priority_policy: Option<Spanned<String>>,
+    pub illness_risk: Option<Spanned<bool>>,
+    pub illness_recent_days: Option<Spanned<u32>>,
+    pub illness_signal_z: Option<Spanned<f64>>,
+    pub illness_min_signals: Option<Spanned<u32>>,
 }
 
 impl ProcessorSpec {
@@ -121,7 +129,15 @@ impl ProcessorSpec {
             baseline_days,
             band_sd,
             min_recent_readings,
-            min_history_days
+            min_history_days,
+            confirm_days,
+            widen_short_history,
+            severity,
+            priority_policy,
+            illness_risk,
+            illness_recent_days,
+            illness_signal_z,
+            illness_min_signals
         );
         set
     }

@@ -207,7 +207,8 @@ fn night(user: &str, summary_id: &str, date: &str, rmssd: f64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrected_night_replaces_its_value_in_the_baseline() {
-    let topology = TestTopology::create(1).await;
+    // One low night must be able to fire on its own: no two-day confirmation.
+    let topology = TestTopology::create_with(1, |text| text.replace("confirm_days = 2", "confirm_days = 1")).await;
     let raw = topology.topic("raw-webhooks");
     let producer = producer();
     let user = helpers::unique("steady");

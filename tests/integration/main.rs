@@ -26,6 +26,7 @@ mod python_consumer;
 mod sasl_ssl;
 mod scale;
 mod schema_compat;
+mod signal;
 mod sink_crash;
 mod sink_postgres;
 mod sink_support;

@@ -99,6 +99,7 @@ pub fn event(id: &str, user: &str, version: i64) -> BiometricEvent {
             baseline_mean: None,
             baseline_sd: None,
             z_score: Some(-1.5),
+            contributions: Vec::new(),
         }]
     } else {
         Vec::new()

@@ -215,6 +215,7 @@ mod tests {
             baseline_mean: None,
             baseline_sd: None,
             z_score: None,
+            contributions: Vec::new(),
         }];
         event.priority = Priority::Critical;
         event
@@ -240,7 +241,7 @@ mod tests {
             serde_json::json!([{
                 "trigger_type": "URGENT_INTERVENTION", "severity": "CRITICAL", "metric": "hrv_rmssd_ms",
                 "value": 22.5, "threshold": 25.0, "recommendation": "immediate_stress_protocol",
-                "baseline_mean": null, "baseline_sd": null, "z_score": null
+                "baseline_mean": null, "baseline_sd": null, "z_score": null, "contributions": []
             }])
         );
     }
