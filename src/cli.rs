@@ -101,6 +101,11 @@ pub enum Command {
     /// Run the HRV triggers over synthetic cohorts with known episodes and score each rule
     /// (recall, false alarms per user-month, precision, delay). Needs no broker.
     Evaluate(crate::signal::EvaluateArgs),
+    /// One person's data: `users chart` draws their nights and triggers.
+    Users {
+        #[command(subcommand)]
+        command: crate::signal::users::UsersCommand,
+    },
     /// Manage the app's Oura webhook subscriptions (run `subscriptions ensure` daily from cron).
     Subscriptions {
         #[command(subcommand)]

@@ -84,6 +84,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Dlq { command } => dlq::run(command, shutdown).await,
         Command::Reconcile(args) => biometric_bridge::fetch::command::run(args, shutdown).await,
         Command::Evaluate(args) => biometric_bridge::signal::run(args),
+        Command::Users { command } => biometric_bridge::signal::users::run(command).await,
         Command::Connections { command } => connections::cli::run(command).await,
         Command::Subscriptions { command } => connections::subscriptions_cli::run(command).await,
         Command::Events {

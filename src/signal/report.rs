@@ -211,10 +211,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         println!("late data ({variant}): header verdicts that differ from on-time delivery: {}", show_pct(*effect));
     }
     if !sweep.is_empty() {
-        println!(
-            "\nsweep (priority header, {} policy): mean [min-max] over every variant and seed",
-            Rules::of(&topology).baseline.priority_policy.name()
-        );
+        println!("\nsweep of HRV_BELOW_BASELINE's knobs: mean [min-max] over every variant and seed");
         println!("{:<28} {:<20} false alarms/u-mo", "band, history, confirm", "recall");
         for s in &sweep {
             println!("{:<28} {:<20} {}", s.setting, show(s.recall, 3), show(s.false_alarms, 3));
@@ -238,9 +235,9 @@ struct SweepRow {
     false_alarms: Spread,
 }
 
-/// The baseline rule's knobs, each setting judged on every cohort: the spread of the priority
-/// header's recall and false-alarm rate over all of them, so a choice is not tuned to one
-/// generator.
+/// The baseline rule's knobs, each setting judged on every cohort: the spread of
+/// `HRV_BELOW_BASELINE`'s recall and false-alarm rate over all of them, so a choice is not tuned
+/// to one generator.
 fn sweep(topology: &Topology, variants: &[Variant]) -> Vec<SweepRow> {
     let base = Rules::of(topology).baseline;
     let mut rows = Vec::new();
@@ -259,7 +256,7 @@ fn sweep(topology: &Topology, variants: &[Variant]) -> Vec<SweepRow> {
                 let mut scores = Vec::new();
                 for variant in variants {
                     for ((cohort, _), verdicts) in variant.cohorts.iter().zip(judge_all(variant, &rules)) {
-                        scores.push(evaluate::score(cohort, &verdicts, |v| v.header));
+                        scores.push(evaluate::score(cohort, &verdicts, |v| v.baseline));
                     }
                 }
                 let recall = spread(scores.iter().map(|s| s.recall));

@@ -2,6 +2,8 @@
 //! deliveries included) is sent as signed Terra webhooks through the ingress, the raw topic and
 //! the processor, and every night's verdict read back from the output topic (the `priority`
 //! header, the triggers) equals what `biometric-bridge evaluate` computes for the same cohort.
+//! Then `sink postgres` writes the nights to the history table and `users chart` draws one
+//! person from it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use biometric_bridge::signal::evaluate::{self, NightVerdict, Rules};
 use super::helpers::{self, TestTopology};
 use super::ingress_harness::Webhook;
 use super::ingress_support::{spawn_ingress, test_secrets};
+use super::sink_support::{TestDb, log_text, spawn_sink, wait_caught_up};
 
 /// (user, night) from an event: the user is `<prefix><n>`, the night its local date's offset
 /// from night 0.
@@ -62,6 +65,35 @@ async fn a_cohort_through_the_stack_gets_the_verdicts_the_evaluator_computes() {
     for pick in [|v: &NightVerdict| v.header, |v: &NightVerdict| v.baseline, |v: &NightVerdict| v.illness] {
         // Debug text, so an undefined delay (NaN) compares equal to itself.
         assert_eq!(format!("{:?}", evaluate::score(&cohort, &streamed, pick)), format!("{:?}", evaluate::score(&cohort, &evaluated, pick)));
+    }
+
+    // The same nights through `sink postgres` into the history table, and drawn from there.
+    let db = TestDb::create().await;
+    let sink = helpers::unique("sink-signal");
+    let sink_process = spawn_sink(&topology, &db, &sink, 100);
+    if let Err((stored, ends)) = wait_caught_up(&db, &sink, &topology.topology.event_sinks, Duration::from_secs(90)).await {
+        panic!("sink never caught up: {stored:?} vs {ends:?}\n{}", log_text(&sink_process));
+    }
+    let person = cohort.episodes[0].user;
+    let nights = streamed.keys().filter(|(user, _)| *user == person).count();
+    let out = std::env::temp_dir().join(format!("bb-chart-{}.svg", topology.id));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_biometric-bridge"))
+        .args(["users", "chart", "--user", &format!("{prefix}{person}"), "--out"])
+        .arg(&out)
+        .env("DATABASE_URL", &db.url)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(svg.matches("<circle").count(), nights, "one dot per night of the person");
+    let fired: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|r| r.event.user_id == format!("{prefix}{person}"))
+        .flat_map(|r| r.event.triggers.iter().map(|t| t.trigger_type.as_str()))
+        .collect();
+    assert!(!fired.is_empty());
+    for trigger_type in fired {
+        assert!(svg.contains(&format!(">{trigger_type}</text>")), "{trigger_type} is in the legend");
     }
     ingress.stop().await;
 }
