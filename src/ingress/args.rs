@@ -109,7 +109,7 @@ pub struct IngressArgs {
     /// producer's `message.max.bytes` follows the largest limit (plus 512 KiB for key and
     /// headers); the raw topic's `max.message.bytes` must be at least
     /// `producer::required_topic_max_message_bytes` of it (65 MiB for the default), which the
-    /// ingress checks at start.
+    /// ingress checks at start (an ERROR log naming the setting; a missing topic stops the start).
     #[arg(long, env = "TERRA_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub terra_max_body_bytes: usize,
 

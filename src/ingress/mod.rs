@@ -175,13 +175,7 @@ impl Ingress {
             body_budget: Arc::new(tokio::sync::Semaphore::new((args.max_buffered_body_bytes / 1024).clamp(1, u32::MAX as usize >> 3))),
             oauth,
         });
-        tracing::info!(
-            max_body_bytes = args.max_body_bytes,
-            terra_max_body_bytes = args.terra_max_body_bytes,
-            topic_max_message_bytes_needed = producer::required_topic_max_message_bytes(args.max_body_bytes.max(args.terra_max_body_bytes)),
-            topic = %raw_topic,
-            "The raw topic's max.message.bytes must be at least this for the largest accepted body."
-        );
+        check_raw_topic(&args.kafka, &raw_topic, args.max_body_bytes, args.terra_max_body_bytes).await?;
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {} (BRIDGE_HTTP_ADDR): {error}", args.http_addr))?;
@@ -381,6 +375,49 @@ async fn handshake(
         other if crate::event::Vendor::from_slug(other).is_some() => Err(IngressError::MethodNotAllowed),
         _ => Err(IngressError::NotFound),
     }
+}
+
+/// How long the start check waits for the broker: a Kafka that is down at start is an outage
+/// like any other (the circuit answers 503 until it is back), not a reason to refuse to start.
+const RAW_TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At start: the raw topic must exist (the broker creates no topic on first write, so every
+/// webhook would fail), and its `max.message.bytes` should hold the largest accepted body; a
+/// smaller topic refuses the larger bodies with 500 `kafka_rejected`, which the vendors retry, so
+/// it is reported loudly rather than refused.
+async fn check_raw_topic(kafka: &crate::config::KafkaArgs, topic: &str, max_body: usize, terra_max_body: usize) -> anyhow::Result<()> {
+    let found = tokio::time::timeout(RAW_TOPIC_CHECK_TIMEOUT, crate::kafka::admin::topic_max_message_bytes(kafka, topic)).await;
+    let limit = match found {
+        Ok(Ok(Some(limit))) => limit,
+        Ok(Ok(None)) => {
+            anyhow::bail!(
+                "the raw topic {topic} does not exist; create it with `biometric-bridge topics create` (the broker does not create topics on first write)"
+            )
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, topic, "Could not check the raw topic at start; writes will say whether it works.");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(topic, "Kafka did not answer the raw topic check at start; writes will say whether it works.");
+            return Ok(());
+        }
+    };
+    for (setting, body) in [("MAX_BODY_BYTES", max_body), ("TERRA_MAX_BODY_BYTES", terra_max_body)] {
+        let needed = producer::required_topic_max_message_bytes(body);
+        if limit < needed {
+            tracing::error!(
+                topic,
+                max_message_bytes = limit,
+                needed,
+                setting,
+                "The raw topic cannot hold the largest body {setting} accepts; larger bodies will be refused with 500 kafka_rejected. \
+                 Raise the topic's max.message.bytes (topics create --apply-configs) or lower {setting}."
+            );
+        }
+    }
+    tracing::info!(topic, max_message_bytes = limit, "The raw topic exists.");
+    Ok(())
 }
 
 /// `biometric-bridge ingress`.

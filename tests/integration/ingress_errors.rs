@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::helpers;
 use super::ingress_harness::{CANARY, HeldRequest, Webhook, assert_accepted, assert_error, assert_topic_holds, start, topic_with};
-use super::ingress_support::{TestIngress, spawn_ingress, test_secrets};
+use super::ingress_support::{TestIngress, build_ingress, spawn_ingress, test_secrets};
 
 fn terra_webhook() -> Webhook {
     Webhook::terra(&helpers::fixture("terra/sleep.json"), &helpers::unique("errors")).header("x-canary", CANARY)
@@ -162,6 +162,17 @@ async fn a_body_of_exactly_a_5_mib_limit_is_written_whole() {
     assert_eq!(status, 413, "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
     ingress.stop().await;
+}
+
+/// The broker creates no topic on first write, so an ingress whose raw topic is missing would
+/// refuse every webhook: it refuses to start instead, saying what to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_whose_raw_topic_is_missing_refuses_to_start() {
+    let missing = helpers::unique("raw-missing");
+    let error = build_ingress(&missing, &[]).await.err().expect("no ingress for a missing raw topic").to_string();
+    assert!(error.contains(&missing) && error.contains("does not exist") && error.contains("topics create"), "{error}");
+    let topic = topic_with(1, Default::default()).await;
+    assert!(build_ingress(&topic, &[]).await.is_ok(), "a raw topic too small for the largest body is reported, not refused");
 }
 
 /// A topic left at the broker's ~1 MB default refuses a 2 MiB record: that is a deployment

@@ -45,6 +45,14 @@ pub fn test_secrets() -> VendorSecrets {
     }
 }
 
+/// Builds (but does not start) an ingress writing to `raw_topic`: its start-up checks' verdict.
+pub async fn build_ingress(raw_topic: &str, extra: &[&str]) -> anyhow::Result<Ingress> {
+    helpers::require_stack();
+    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic];
+    argv.extend_from_slice(extra);
+    Ingress::build(&Wrapper::parse_from(argv).args, test_secrets()).await
+}
+
 /// Starts an ingress writing to `raw_topic`; `extra` are more command-line flags.
 pub async fn spawn_ingress(raw_topic: &str, secrets: VendorSecrets, extra: &[&str]) -> TestIngress {
     helpers::require_stack();
