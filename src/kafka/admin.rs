@@ -224,7 +224,7 @@ pub async fn topic_max_message_bytes(kafka: &KafkaArgs, topic: &str) -> anyhow::
     let admin = admin_client(kafka)?;
     // The broker describes an unknown topic as one with no configs, so existence comes from the
     // metadata (no topic is auto-created: the stack and the README turn that off).
-    let (admin, exists) = tokio::task::spawn_blocking({
+    let exists = tokio::task::spawn_blocking({
         let topic = topic.to_owned();
         move || {
             let metadata = admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(10));
@@ -232,25 +232,16 @@ pub async fn topic_max_message_bytes(kafka: &KafkaArgs, topic: &str) -> anyhow::
             let unknown = |t: &rdkafka::metadata::MetadataTopic| {
                 t.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::UnknownTopicOrPartition)
             };
-            let exists = metadata.map(|m| m.topics().first().is_some_and(|t| !unknown(t)));
-            (admin, exists)
+            metadata.map(|m| m.topics().first().is_some_and(|t| !unknown(t)))
         }
     })
     .await?;
     if !exists? {
         return Ok(None);
     }
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-    let described = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await?;
-    match described.into_iter().next() {
-        Some(Ok(resource)) => {
-            let value = resource.entries.into_iter().find(|entry| entry.name == "max.message.bytes").and_then(|entry| entry.value);
-            Ok(Some(value.ok_or_else(|| anyhow::anyhow!("the broker did not report max.message.bytes"))?.parse()?))
-        }
-        Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) => Ok(None),
-        Some(Err(code)) => Err(anyhow::anyhow!("describing {topic}: {code:?}")),
-        None => Err(anyhow::anyhow!("the broker did not describe {topic}")),
-    }
+    let found = topic_config(kafka, &[topic], "max.message.bytes").await?;
+    let value = found.get(topic).ok_or_else(|| anyhow::anyhow!("the broker did not report {topic}'s max.message.bytes"))?;
+    Ok(Some(value.parse()?))
 }
 
 #[cfg(test)]

@@ -124,16 +124,8 @@ impl<'t> Rules<'t> {
 
 /// Judges every delivery in order, as the processor does; the first verdict per (user, night).
 pub fn run(prepared: &Prepared, rules: &Rules<'_>) -> BTreeMap<(usize, i32), NightVerdict> {
-    let mut dedup_store = MemoryStore::<Seen>::default();
-    let mut baseline_store = MemoryStore::<BaselineState>::default();
     let mut verdicts = BTreeMap::new();
-    for (user, night, event) in &prepared.events {
-        let mut event = event.clone();
-        plausibility::screen(&mut event, rules.plausibility);
-        if matches!(dedup::check_and_record(&mut dedup_store, &event, 30 * DAY_MS, None), Verdict::Duplicate | Verdict::Stale) {
-            continue;
-        }
-        judge::judge(&mut event, rules.thresholds, Some((&mut baseline_store, &rules.baseline)));
+    judge_deliveries(prepared, rules, |user, night, event| {
         let verdict = NightVerdict {
             header: event.priority >= Priority::High,
             notice: event.priority >= Priority::Medium,
@@ -141,9 +133,25 @@ pub fn run(prepared: &Prepared, rules: &Rules<'_>) -> BTreeMap<(usize, i32), Nig
             baseline: event.triggers.iter().any(|t| t.trigger_type == HRV_BELOW_BASELINE),
             illness: event.triggers.iter().any(|t| t.trigger_type == ILLNESS_RISK),
         };
-        verdicts.entry((*user, *night)).or_insert(verdict);
-    }
+        verdicts.entry((user, night)).or_insert(verdict);
+    });
     verdicts
+}
+
+/// Every delivery in arrival order, as the processor treats it: screened, de-duplicated (a
+/// duplicate or stale copy is dropped, never judged) and judged; `judged` sees each survivor.
+pub fn judge_deliveries(prepared: &Prepared, rules: &Rules<'_>, mut judged: impl FnMut(usize, i32, &BiometricEvent)) {
+    let mut dedup_store = MemoryStore::<Seen>::default();
+    let mut baseline_store = MemoryStore::<BaselineState>::default();
+    for (user, night, event) in &prepared.events {
+        let mut event = event.clone();
+        plausibility::screen(&mut event, rules.plausibility);
+        if matches!(dedup::check_and_record(&mut dedup_store, &event, 30 * DAY_MS, None), Verdict::Duplicate | Verdict::Stale) {
+            continue;
+        }
+        judge::judge(&mut event, rules.thresholds, Some((&mut baseline_store, &rules.baseline)));
+        judged(*user, *night, &event);
+    }
 }
 
 /// One rule's figures on one cohort.

@@ -10,10 +10,7 @@ use super::chart::{self, ChartNight};
 use super::cohort::{self, Model};
 use super::evaluate;
 use crate::config::DatabaseArgs;
-use crate::processor::baseline::{BaselineState, day_of};
-use crate::processor::judge;
-use crate::processor::plausibility;
-use crate::processor::store::MemoryStore;
+use crate::processor::baseline::day_of;
 use crate::topology::TopologyArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -97,15 +94,13 @@ fn synthetic(spec: &str, topology: &crate::topology::Topology) -> anyhow::Result
     let cohort = cohort::generate(&model, seed);
     let prepared = evaluate::prepare(&cohort);
     let rules = evaluate::Rules::of(topology);
-    let mut store = MemoryStore::<BaselineState>::default();
     let mut nights: Vec<ChartNight> = Vec::new();
-    for (_, _, event) in prepared.events.iter().filter(|(user, _, _)| *user == index) {
-        let mut event = event.clone();
-        plausibility::screen(&mut event, rules.plausibility);
-        judge::judge(&mut event, rules.thresholds, Some((&mut store, &rules.baseline)));
-        let day = day_of(&event);
-        if nights.iter().any(|n| n.day == day) {
-            continue; // a repeated delivery: the chart shows the first verdict, as the coach saw it
+    evaluate::judge_deliveries(&prepared, &rules, |user, _, event| {
+        let day = day_of(event);
+        // A late copy the processor judged anyway: the chart shows the first verdict, as the
+        // coach saw it.
+        if user != index || nights.iter().any(|n| n.day == day) {
+            return;
         }
         nights.push(ChartNight {
             day,
@@ -115,7 +110,7 @@ fn synthetic(spec: &str, topology: &crate::topology::Topology) -> anyhow::Result
             temperature_deviation_c: event.temperature_deviation_celsius,
             triggers: event.triggers.iter().map(|t| (t.trigger_type.clone(), t.severity)).collect(),
         });
-    }
+    });
     nights.sort_by_key(|n| n.day);
     let episode = cohort
         .episodes
