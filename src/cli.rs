@@ -38,6 +38,7 @@ const INGRESS_SECRETS: &str = concat!(
   WHOOP_CLIENT_SECRET[_FILE]        WHOOP webhook signatures and OAuth
   TOKEN_ENCRYPTION_KEY[_FILE]       encrypts stored OAuth tokens (64 hex characters)
   OAUTH_STATE_SECRET[_FILE]         signs the OAuth callback's state
+  PSEUDONYM_KEY[_FILE]              names people in the audit log by keyed pseudonym (64 hex)
 ",
     kafka_secrets!()
 );
@@ -105,6 +106,11 @@ pub enum Command {
     Users {
         #[command(subcommand)]
         command: crate::signal::users::UsersCommand,
+    },
+    /// Read the audit log: who did what to whose data, when, and the outcome.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::cli::AuditCommand,
     },
     /// Manage the app's Oura webhook subscriptions (run `subscriptions ensure` daily from cron).
     Subscriptions {

@@ -18,9 +18,11 @@
 //! - `kafka/`: header names and topic administration; `identity.rs`: vendor user -> our user.
 //! - `connections/`: Oura / WHOOP accounts connected by OAuth: encrypted tokens, the ingress's
 //!   OAuth callback, refreshes under a Redis lock, `connections add|list|revoke|authorize-url`.
+//! - `audit/`: the append-only audit log (who did what to whose data) and `audit list`.
 //! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `startup.rs`
 //!   (waiting for dependencies at start), `db.rs`: plumbing.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod connections;

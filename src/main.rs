@@ -87,6 +87,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Users { command } => biometric_bridge::signal::users::run(command).await,
         Command::Connections { command } => connections::cli::run(command).await,
         Command::Subscriptions { command } => connections::subscriptions_cli::run(command).await,
+        Command::Audit { command } => biometric_bridge::audit::cli::run(command).await,
         Command::Events {
             command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry, topology },
         } => {
@@ -99,18 +100,29 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
 }
 
 async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+    use biometric_bridge::audit::{self, Action, Actor, Entry, Pseudonymizer};
     use biometric_bridge::ingress::tokens;
     match command {
         TokensCommand::Issue { user, database } => {
             let pool = database.migrated_pool().await?;
+            let pseudonyms = Pseudonymizer::from_env()?;
             let issued = tokens::issue(&pool, &user).await?;
+            let entry =
+                Entry::new(Actor::operator(), Action::TokenIssue).about(pseudonyms.as_ref(), &user).target(issued.token_id.to_string());
+            audit::record_or_warn(&pool, &entry).await?;
             println!("token_id: {}", issued.token_id);
             println!("token:    {}", issued.token.expose());
             eprintln!("Store the token in the user's app now: it is not shown again.");
         }
         TokensCommand::Revoke { user, token_id, database } => {
             let pool = database.migrated_pool().await?;
+            let pseudonyms = Pseudonymizer::from_env()?;
             let revoked = tokens::revoke(&pool, &user, token_id).await?;
+            let entry = Entry::new(Actor::operator(), Action::TokenRevoke)
+                .about(pseudonyms.as_ref(), &user)
+                .target(token_id.map_or("all".to_owned(), |id| id.to_string()))
+                .detail("revoked", revoked);
+            audit::record_or_warn(&pool, &entry).await?;
             println!("revoked {revoked} token(s) of {user}");
         }
         TokensCommand::List { user, database } => {

@@ -253,6 +253,9 @@ pub static STORE_ENTRIES: LazyLock<IntGaugeVec> =
 
 pub static SINK_ROWS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_sink_rows_total", "Event rows upserted into PostgreSQL."));
+pub static SINK_RETENTION_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("biometric_bridge_sink_retention_deleted_total", "History rows deleted by the retention job (sink postgres --retention).")
+});
 pub static SINK_BATCH_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     histogram("biometric_bridge_sink_batch_duration_seconds", "Time to write one batch and its offsets in one database transaction.")
 });
@@ -287,6 +290,7 @@ pub fn init(component: Component) {
         Component::Sink => {
             LazyLock::force(&SINK_ROWS);
             LazyLock::force(&SINK_BATCH_DURATION);
+            LazyLock::force(&SINK_RETENTION_DELETED);
             for dependency in ["kafka", "postgresql"] {
                 INFRA_RETRIES.with_label_values(&[dependency]);
             }

@@ -22,9 +22,10 @@ use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
 
 use super::cipher::{self, TokenCipher};
-use super::oauth::{OAuthArgs, OAuthClients, OAuthError};
+use super::oauth::{OAuthArgs, OAuthClient, OAuthClients, OAuthError};
 use super::state::{self, StateError};
 use super::store::ConnectionStore;
+use crate::audit::{Action, Actor, Entry, Pseudonymizer};
 use crate::event::Vendor;
 use crate::ingress::IngressState;
 use crate::ingress::auth::VendorSecrets;
@@ -39,12 +40,18 @@ const OAUTH_VENDORS: [Vendor; 2] = [Vendor::Oura, Vendor::Whoop];
 pub struct OAuthSecrets {
     pub token_encryption_key: Option<Secret>,
     pub state_secret: Option<Secret>,
+    /// `PSEUDONYM_KEY`: names the person in the callback's audit records.
+    pub pseudonym_key: Option<Secret>,
 }
 
 impl OAuthSecrets {
-    /// `TOKEN_ENCRYPTION_KEY` and `OAUTH_STATE_SECRET` (or their `*_FILE`), if set.
+    /// `TOKEN_ENCRYPTION_KEY`, `OAUTH_STATE_SECRET` and `PSEUDONYM_KEY` (or their `*_FILE`), if set.
     pub fn load() -> anyhow::Result<OAuthSecrets> {
-        Ok(OAuthSecrets { token_encryption_key: load_secret(cipher::KEY_SECRET)?, state_secret: load_secret(state::STATE_SECRET)? })
+        Ok(OAuthSecrets {
+            token_encryption_key: load_secret(cipher::KEY_SECRET)?,
+            state_secret: load_secret(state::STATE_SECRET)?,
+            pseudonym_key: load_secret(crate::audit::pseudonym::KEY_SECRET)?,
+        })
     }
 }
 
@@ -119,12 +126,14 @@ pub struct OAuthCallback {
     clients: OAuthClients,
     /// Public base URL of this ingress, as registered with the vendors (`OAUTH_REDIRECT_BASE`).
     redirect_base: Option<String>,
+    /// Names the person in audit records (none without `PSEUDONYM_KEY`).
+    pseudonyms: Option<Pseudonymizer>,
 }
 
 impl OAuthCallback {
     pub fn new(store: Option<ConnectionStore>, state_secret: Option<Secret>, clients: OAuthClients, redirect_base: Option<String>) -> Self {
         let redirect_base = redirect_base.map(|base| base.trim().trim_end_matches('/').to_owned()).filter(|base| !base.is_empty());
-        OAuthCallback { store, state_secret, clients, redirect_base }
+        OAuthCallback { store, state_secret, clients, redirect_base, pseudonyms: None }
     }
 
     /// From the ingress settings: the client ids of `oauth`, the client secrets of `vendors`. An
@@ -141,7 +150,10 @@ impl OAuthCallback {
             None => None,
         };
         let clients = oauth.clients_with_secrets(vendors.oura.clone(), vendors.whoop.clone())?;
-        Ok(OAuthCallback::new(store, secrets.state_secret, clients, redirect_base.map(str::to_owned)))
+        let pseudonyms = secrets.pseudonym_key.as_ref().map(Pseudonymizer::from_secret).transpose()?;
+        let mut callback = OAuthCallback::new(store, secrets.state_secret, clients, redirect_base.map(str::to_owned));
+        callback.pseudonyms = pseudonyms;
+        Ok(callback)
     }
 
     /// Whether `vendor`'s callback is served.
@@ -207,6 +219,30 @@ impl OAuthCallback {
         let state = param("state").ok_or(CallbackError::InvalidState(StateError::Malformed))?;
         let verified = state::verify(state_secret, state, vendor, chrono::Utc::now().timestamp()).map_err(CallbackError::InvalidState)?;
         let code = param("code").ok_or(CallbackError::MissingParameter("code"))?;
+        // From here on the request names a person (the state was ours): whatever happens is audited.
+        let result = self.connect(store, client, vendor, code, &verified).await;
+        let entry = Entry::new(Actor::Api("oauth.callback"), Action::OAuthCallback)
+            .about(self.pseudonyms.as_ref(), &verified.user_id)
+            .target(vendor.slug());
+        let entry = match &result {
+            Ok(_) => entry,
+            Err(error) => entry.failed(error.code()),
+        };
+        if let Err(error) = crate::audit::record(store.pool(), &entry).await {
+            tracing::error!(%error, "Writing the OAuth callback's audit record failed.");
+        }
+        result
+    }
+
+    /// The rest of a callback whose state verified: single use, code exchange, storing the tokens.
+    async fn connect(
+        &self,
+        store: &ConnectionStore,
+        client: &OAuthClient,
+        vendor: Vendor,
+        code: &str,
+        verified: &state::VerifiedState,
+    ) -> Result<Response, CallbackError> {
         // Single use, recorded before the exchange: a replayed callback URL cannot attach another
         // vendor account to this user, even within the state's 15 minutes.
         match store.use_state_nonce(&verified.nonce).await {

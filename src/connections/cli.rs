@@ -12,6 +12,7 @@ use super::cipher::TokenCipher;
 use super::oauth::{OAuthArgs, TokenSet, authorize_url};
 use super::state;
 use super::store::{self, ConnectionStatus, ConnectionStore, ConnectionSummary};
+use crate::audit::{self, Action, Actor, Entry, Pseudonymizer};
 use crate::config::DatabaseArgs;
 use crate::event::Vendor;
 use crate::secret::load_secret;
@@ -103,9 +104,13 @@ pub async fn run(command: ConnectionsCommand) -> anyhow::Result<()> {
     match command {
         ConnectionsCommand::Add { vendor, user, vendor_user, database } => {
             let cipher = TokenCipher::from_env()?;
+            let pseudonyms = Pseudonymizer::from_env()?;
             let tokens = read_tokens()?;
-            let store = ConnectionStore::new(database.migrated_pool().await?, cipher);
+            let pool = database.migrated_pool().await?;
+            let store = ConnectionStore::new(pool.clone(), cipher);
             store.upsert(vendor, &vendor_user, &user, &tokens).await.context("storing the connection")?;
+            let entry = Entry::new(Actor::operator(), Action::ConnectionAdd).about(pseudonyms.as_ref(), &user).target(vendor.slug());
+            audit::record_or_warn(&pool, &entry).await?;
             let expires = tokens.expires_at.map_or("unknown".to_owned(), |at| at.to_rfc3339());
             let refresh = if tokens.refresh_token.is_some() { "with" } else { "without" };
             println!("connected {} user {vendor_user} to {user} ({refresh} refresh token, expires {expires})", vendor.slug());
@@ -117,13 +122,21 @@ pub async fn run(command: ConnectionsCommand) -> anyhow::Result<()> {
         ConnectionsCommand::Revoke { vendor, vendor_user, reason, retry_pending, database, oauth, revoke } => {
             use crate::connections::revoke::{self, Revoked, Revoker};
             let pool = database.migrated_pool().await?;
+            let pseudonyms = Pseudonymizer::from_env()?;
+            let mut user = None;
             if !retry_pending {
                 // Here first, whatever else is missing: from now on no token of this connection is
                 // used, even if the vendor cannot be told yet.
                 let (vendor, vendor_user) = (vendor.expect("required by clap"), vendor_user.as_deref().expect("required by clap"));
-                if !revoke::mark_revoked(&pool, vendor, vendor_user, &reason).await? {
+                let Some(user_id) = revoke::mark_revoked(&pool, vendor, vendor_user, &reason).await? else {
                     anyhow::bail!("no {} connection for vendor user {vendor_user}", vendor.slug());
-                }
+                };
+                let entry = Entry::new(Actor::operator(), Action::ConnectionRevoke)
+                    .about(pseudonyms.as_ref(), &user_id)
+                    .target(vendor.slug())
+                    .detail("step", "revoked_here");
+                audit::record_or_warn(&pool, &entry).await?;
+                user = Some(user_id);
             }
             let cipher = TokenCipher::from_env().context(
                 "revoking at the vendor needs the connection's token; the vendor revocation stays pending and is retried by the \
@@ -133,6 +146,12 @@ pub async fn run(command: ConnectionsCommand) -> anyhow::Result<()> {
             let revoker = Revoker::new(&revoke, &oauth.whoop_api_base, oauth.clients()?)?;
             if retry_pending {
                 let (confirmed, still) = revoke::retry_pending(&revoker, &store, &pool).await?;
+                let entry = Entry::new(Actor::operator(), Action::ConnectionRevoke)
+                    .target("retry-pending")
+                    .detail("confirmed", confirmed)
+                    .detail("still_pending", still.len());
+                let entry = if still.is_empty() { entry } else { entry.failed("vendor_unconfirmed") };
+                audit::record_or_warn(&pool, &entry).await?;
                 println!("{confirmed} vendor revocation(s) confirmed, {} still pending", still.len());
                 for (vendor, user, reason) in &still {
                     println!("pending {} user {user}: {reason}", vendor.slug());
@@ -143,6 +162,12 @@ pub async fn run(command: ConnectionsCommand) -> anyhow::Result<()> {
             let (vendor, vendor_user) = (vendor.expect("required by clap"), vendor_user.expect("required by clap"));
             let outcome = revoker.revoke(&store, vendor, &vendor_user).await?;
             revoke::record(&pool, vendor, &vendor_user, &outcome).await?;
+            let entry = Entry::new(Actor::operator(), Action::ConnectionRevoke)
+                .about(pseudonyms.as_ref(), user.as_deref().expect("set above"))
+                .target(vendor.slug())
+                .detail("step", "revoked_at_vendor");
+            let entry = if matches!(outcome, Revoked::Confirmed) { entry } else { entry.failed("vendor_unconfirmed") };
+            audit::record_or_warn(&pool, &entry).await?;
             match outcome {
                 Revoked::Confirmed => println!("revoked {} user {vendor_user} here and at {}", vendor.slug(), vendor.slug()),
                 Revoked::Pending(reason) => anyhow::bail!(

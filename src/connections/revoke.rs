@@ -108,20 +108,19 @@ impl Revoker {
     }
 }
 
-/// Marks the connection revoked here with the vendor revocation pending; false when there is no
-/// such connection.
-pub async fn mark_revoked(pool: &PgPool, vendor: Vendor, vendor_user_id: &str, reason: &str) -> sqlx::Result<bool> {
-    let result = sqlx::query(
+/// Marks the connection revoked here with the vendor revocation pending; returns its user, or
+/// `None` when there is no such connection.
+pub async fn mark_revoked(pool: &PgPool, vendor: Vendor, vendor_user_id: &str, reason: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
         "UPDATE vendor_connections SET status = $3, status_reason = $4, vendor_revoke_pending = TRUE, updated_at = now()
-         WHERE vendor = $1 AND vendor_user_id = $2",
+         WHERE vendor = $1 AND vendor_user_id = $2 RETURNING user_id",
     )
     .bind(vendor.symbol())
     .bind(vendor_user_id)
     .bind(ConnectionStatus::Revoked.as_str())
     .bind(reason)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() > 0)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Records what the vendor said.

@@ -16,8 +16,12 @@ mod replay;
 
 use std::io::Write;
 
+pub use letter::parse_since;
 use letter::{DeadLetter, Selection, parse_position};
 
+use anyhow::Context;
+
+use crate::audit::{Action, Actor, Entry};
 use crate::config::KafkaArgs;
 use crate::shutdown::CancellationToken;
 use crate::topology::TopologyArgs;
@@ -67,6 +71,10 @@ pub enum DlqCommand {
         force: bool,
         #[command(flatten)]
         source: DlqSource,
+        /// Where the replay is audited (table `audit_log`); a replay that cannot be audited is
+        /// refused before anything is produced.
+        #[command(flatten)]
+        database: crate::config::DatabaseArgs,
     },
 }
 
@@ -89,9 +97,23 @@ pub async fn run(command: DlqCommand, shutdown: CancellationToken) -> anyhow::Re
             std::io::stdout().lock().write_all(&bytes)?;
             Ok(())
         }
-        DlqCommand::Replay { selection, to, dry_run, force, source } => {
+        DlqCommand::Replay { selection, to, dry_run, force, source, database } => {
             let options = ReplayOptions { to, dry_run, force };
-            replay(&source, &selection, &options, &shutdown).await
+            if dry_run {
+                return replay(&source, &selection, &options, &shutdown).await.map(|_| ());
+            }
+            let pool = database.migrated_pool().await.context("dlq replay is audited, and the audit log is unreachable")?;
+            let dlq_topic = source.topology.load()?.dlq_topic;
+            let result = replay(&source, &selection, &options, &shutdown).await;
+            let entry = Entry::new(Actor::operator(), Action::DlqReplay)
+                .target(dlq_topic)
+                .detail("to", options.to.clone().unwrap_or_else(|| "each source-topic".to_owned()));
+            let entry = match &result {
+                Ok(counts) => entry.detail("replayed", counts.replayed).detail("skipped", counts.skipped),
+                Err(_) => entry.failed("replay_failed"),
+            };
+            crate::audit::record_or_warn(&pool, &entry).await?;
+            result.map(|_| ())
         }
     }
 }
@@ -139,7 +161,18 @@ async fn with_omitted_payload(source: &DlqSource, letter: &DeadLetter) -> anyhow
     Ok(complete)
 }
 
-async fn replay(source: &DlqSource, selection: &Selection, options: &ReplayOptions, shutdown: &CancellationToken) -> anyhow::Result<()> {
+/// What a replay did, for its audit record.
+struct ReplayCounts {
+    replayed: usize,
+    skipped: usize,
+}
+
+async fn replay(
+    source: &DlqSource,
+    selection: &Selection,
+    options: &ReplayOptions,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ReplayCounts> {
     let (dlq_topic, letters) = select(source, selection, shutdown).await?;
     let to = options.to.as_deref();
     let mut already = std::collections::HashSet::new();
@@ -181,5 +214,5 @@ async fn replay(source: &DlqSource, selection: &Selection, options: &ReplayOptio
     if skipped_done > 0 {
         tracing::warn!(skipped = skipped_done, "Some dead letters were already replayed and were skipped; --force replays them again.");
     }
-    Ok(())
+    Ok(ReplayCounts { replayed, skipped: skipped_done + skipped_orphan })
 }

@@ -751,6 +751,7 @@ impl Validator<'_> {
                 merged.min_insync_replicas = over.min_insync_replicas.or(merged.min_insync_replicas);
                 merged.compression = over.compression.clone().or(merged.compression);
                 merged.retention_ms = over.retention_ms.or(merged.retention_ms);
+                merged.delete_retention_ms = over.delete_retention_ms.or(merged.delete_retention_ms);
                 merged.max_message_bytes = over.max_message_bytes.or(merged.max_message_bytes);
             }
             merged
@@ -765,6 +766,9 @@ impl Validator<'_> {
             }
             if compact {
                 configs.insert("cleanup.policy".to_owned(), "compact".to_owned());
+                if let Some(tombstones) = settings.delete_retention_ms {
+                    configs.insert("delete.retention.ms".to_owned(), tombstones.to_string());
+                }
             } else if let Some(retention) = settings.retention_ms {
                 configs.insert("retention.ms".to_owned(), retention.to_string());
             }

@@ -181,7 +181,12 @@ pub struct TopicSettings {
     /// is 3 or more, else the broker's default.
     pub min_insync_replicas: Option<CountOrAuto>,
     pub compression: Option<String>,
+    /// `retention.ms` of a deleting topic (changelogs are compacted and keep every key's last value).
     pub retention_ms: Option<i64>,
+    /// `delete.retention.ms` of the compacted changelogs: how long a tombstone outlives the value
+    /// it deletes. A restoring instance that read the value must still find the tombstone, or an
+    /// erased person's state would come back.
+    pub delete_retention_ms: Option<i64>,
     /// `max.message.bytes`: must exceed the ingress's MAX_BODY_BYTES plus headers, or a large
     /// (but accepted) webhook could never be written.
     pub max_message_bytes: Option<i64>,

@@ -197,3 +197,27 @@ fn fixed_replication_and_in_sync_minimum_are_kept_and_nonsense_is_refused() {
     assert!(error_of(&SHIPPED.replace("replication_factor = \"auto\"", "replication_factor = 0")).contains("at least 1"));
     assert!(Topology::parse(&SHIPPED.replace("replication_factor = \"auto\"", "replication_factor = \"many\""), "t.toml").is_err());
 }
+
+/// Health data is kept only as long as it is useful: every topic of the shipped topology has a
+/// retention of its own (none falls back to the broker's default), and every compacted changelog
+/// keeps its tombstones long enough for a restoring instance to see them.
+#[test]
+fn every_shipped_topic_has_a_retention() {
+    let topology = Topology::parse(SHIPPED, "biometric.toml").unwrap();
+    const DAY: i64 = 24 * 3600 * 1000;
+    for topic in &topology.topics {
+        let config = |key: &str| topic.configs.get(key).map(|value| value.parse::<i64>().unwrap());
+        if topic.configs.get("cleanup.policy").map(String::as_str) == Some("compact") {
+            assert!(config("delete.retention.ms").is_some_and(|ms| ms >= DAY), "{}: tombstones kept a day at least", topic.name);
+            assert_eq!(config("retention.ms"), None, "{}: a compacted changelog keeps current values", topic.name);
+        } else {
+            let retention = config("retention.ms").unwrap_or_else(|| panic!("{} has no retention.ms", topic.name));
+            assert!((DAY..=30 * DAY).contains(&retention), "{}: {retention} ms", topic.name);
+        }
+    }
+    let retention = |name: &str| topology.topic(name).unwrap().configs["retention.ms"].parse::<i64>().unwrap() / DAY;
+    assert_eq!(retention("raw-webhooks"), 14, "replay two weeks back after a fix");
+    assert_eq!(retention("raw-webhooks.dlq"), 30, "time to look at a dead letter");
+    assert_eq!(retention("biometric-events"), 30);
+    assert_eq!(retention("terra-biometric-events"), 30);
+}

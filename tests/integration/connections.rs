@@ -5,7 +5,6 @@
 //! Every test uses its own vendor user ids (the database is shared).
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use biometric_bridge::config::DatabaseArgs;
@@ -83,22 +82,7 @@ async fn connected_user(sim: &VendorSim, key: &str, user: &str, expires_in_secs:
 
 /// Runs `biometric-bridge connections <args>` with `stdin`; returns (success, stdout, stderr).
 fn cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
-    command
-        .arg("connections")
-        .args(args)
-        .env("DATABASE_URL", helpers::database_url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("run the CLI");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+    helpers::run_cli(&[&["connections"], args].concat(), env, stdin)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -297,7 +281,12 @@ async fn oauth_ingress(sim: &VendorSim, key: &str) -> (std::net::SocketAddr, Can
     ];
     let args = Wrapper::parse_from(argv).args;
     let vendors = VendorSecrets { oura: Some(Secret::new(sim.client_secret(SimVendor::Oura))), ..VendorSecrets::default() };
-    let oauth = OAuthSecrets { token_encryption_key: Some(Secret::new(key)), state_secret: Some(Secret::new(STATE_SECRET)) };
+    let oauth = OAuthSecrets {
+        token_encryption_key: Some(Secret::new(key)),
+        state_secret: Some(Secret::new(STATE_SECRET)),
+        // The token key's value serves as this test's pseudonym key too: both are 32 random bytes.
+        pseudonym_key: Some(Secret::new(key)),
+    };
     let ingress = Ingress::build_with_oauth(&args, vendors, oauth).await.expect("ingress builds");
     let addr = ingress.local_addr();
     let shutdown = CancellationToken::new();
@@ -382,5 +371,28 @@ async fn the_oauth_callback_stores_the_connection_and_its_identity_link() {
     assert_error(callback("whoop", &[("code", "c"), ("state", &state)]).await, 404, "oauth_not_configured").await;
     assert_error(callback("fitbit", &[("code", "c"), ("state", &state)]).await, 404, "not_found").await;
     assert_eq!(sim.refreshes(SimVendor::Oura, &vendor_user), 0);
+
+    // Every callback whose state verified is audited, by the user's pseudonym; forged or missing
+    // states name nobody and are not.
+    let pseudonym = biometric_bridge::audit::Pseudonymizer::from_secret(&Secret::new(key.clone())).unwrap().user(&user);
+    let audited: Vec<(String, String, String, serde_json::Value)> =
+        sqlx::query_as("SELECT actor, action, outcome, detail FROM audit_log WHERE subject = $1 ORDER BY id")
+            .bind(&pseudonym)
+            .fetch_all(&pool().await)
+            .await
+            .unwrap();
+    let outcomes: Vec<(&str, &str, Option<&str>)> =
+        audited.iter().map(|(actor, _, outcome, detail)| (actor.as_str(), outcome.as_str(), detail["error"].as_str())).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("oauth.callback", "ok", None),
+            ("oauth.callback", "failed", Some("state_reused")),
+            ("oauth.callback", "failed", Some("state_reused")),
+            ("oauth.callback", "failed", Some("invalid_grant")),
+        ],
+        "{audited:?}"
+    );
+    assert!(audited.iter().all(|(_, action, _, _)| action == "oauth.callback"));
     shutdown.cancel();
 }

@@ -23,6 +23,7 @@ fn dlq(topology: &TestTopology, args: &[&str]) -> Output {
         .arg("--topology")
         .arg(&topology.path)
         .env("KAFKA_BOOTSTRAP_SERVERS", helpers::bootstrap())
+        .env("DATABASE_URL", helpers::database_url())
         .env("RUST_LOG", "warn")
         .output()
         .expect("run biometric-bridge dlq");
@@ -102,6 +103,15 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_with_its_original_bytes
     // replay: the original key, bytes and headers, without the dead-letter ones, plus replayed-from.
     let replayed = stdout(&dlq(&topology, &["replay"]));
     assert!(replayed.contains("replayed 1 of 1 selected"), "{replayed}");
+    // ...and audited: who, which DLQ, how many.
+    let database = biometric_bridge::config::DatabaseArgs { database_url: helpers::database_url(), database_max_connections: 1 };
+    let audited: (String, serde_json::Value) =
+        sqlx::query_as("SELECT outcome, detail FROM audit_log WHERE action = 'dlq.replay' AND target = $1 ORDER BY id DESC LIMIT 1")
+            .bind(&dead)
+            .fetch_one(&database.pool().unwrap())
+            .await
+            .expect("the replay is audited");
+    assert_eq!((audited.0.as_str(), &audited.1["replayed"], &audited.1["skipped"]), ("ok", &1.into(), &0.into()), "{audited:?}");
     let again = &records(&raw, 2, &processor)[1];
     let marker = format!("{dead}/0/0");
     assert_eq!((again.payload.as_slice(), again.key.as_deref()), (POISON, Some(&b"terra:dlq-user"[..])));

@@ -71,6 +71,21 @@ pub fn require_stack() {
     }
 }
 
+/// Runs `biometric-bridge <args>` against the stack's database with `env` and `stdin`; returns
+/// (success, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_biometric-bridge"));
+    command.args(args).env("DATABASE_URL", database_url()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("run the CLI");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
 /// The topology text without the de-duplication processor and its store (see
 /// [`biometric_bridge::topology::without_dedup_store`]).
 pub fn without_dedup_store(text: String) -> String {

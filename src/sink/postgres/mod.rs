@@ -18,6 +18,7 @@ mod batch;
 mod consumer;
 mod decode;
 mod offsets;
+pub mod retention;
 pub mod rows;
 mod worker;
 mod write;
@@ -57,6 +58,11 @@ pub struct SinkArgs {
     /// Where to serve `GET /metrics`.
     #[arg(long, env = "SINK_METRICS_ADDR", default_value = "0.0.0.0:9465")]
     pub metrics_addr: SocketAddr,
+
+    /// Delete history rows measured longer ago than this (`365d`, `36h`), hourly, each sweep
+    /// audited. Off unless set: how long history is kept is the operator's decision.
+    #[arg(long, env = "SINK_RETENTION", value_parser = retention::parse_retention)]
+    pub retention: Option<Duration>,
 }
 
 /// Retry delays for an unavailable dependency: 250 ms, doubling, at most 30 s.
@@ -101,11 +107,22 @@ pub async fn run(args: SinkArgs, shutdown: CancellationToken) -> anyhow::Result<
         batch_size: args.batch_size as usize,
         batch_wait: Duration::from_millis(args.batch_ms.max(1)),
     };
+    let name = settings.sink.clone();
+    let mut retention = None;
     let result = match worker::Worker::start(&args, settings, &shutdown).await? {
-        Some(worker) => worker.run(&shutdown).await,
+        Some(worker) => {
+            // Started once the worker has migrated the table it deletes from.
+            if let Some(keep) = args.retention {
+                retention = Some(tokio::spawn(retention::run(args.database.pool()?, keep, name, shutdown.clone())));
+            }
+            worker.run(&shutdown).await
+        }
         None => Ok(()), // shut down while starting
     };
     shutdown.cancel();
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     if let Ok(Err(error)) = metrics.await {
         tracing::warn!(%error, "Metrics server stopped with an error.");
     }
