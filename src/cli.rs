@@ -102,7 +102,7 @@ pub enum Command {
     /// Run the HRV triggers over synthetic cohorts with known episodes and score each rule
     /// (recall, false alarms per user-month, precision, delay). Needs no broker.
     Evaluate(crate::signal::EvaluateArgs),
-    /// One person's data: `users chart` draws their nights and triggers.
+    /// One person's data: `users chart` draws their nights and triggers; `users erase` removes it.
     Users {
         #[command(subcommand)]
         command: crate::signal::users::UsersCommand,

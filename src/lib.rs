@@ -18,6 +18,7 @@
 //! - `kafka/`: header names and topic administration; `identity.rs`: vendor user -> our user.
 //! - `connections/`: Oura / WHOOP accounts connected by OAuth: encrypted tokens, the ingress's
 //!   OAuth callback, refreshes under a Redis lock, `connections add|list|revoke|authorize-url`.
+//! - `erasure/`: `users erase`, a person's data removed place by place, with its report.
 //! - `audit/`: the append-only audit log (who did what to whose data) and `audit list`.
 //! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `startup.rs`
 //!   (waiting for dependencies at start), `db.rs`: plumbing.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod connections;
 pub mod db;
 pub mod dlq;
+pub mod erasure;
 pub mod event;
 pub mod events_tail;
 pub mod fetch;

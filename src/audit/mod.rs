@@ -1,5 +1,5 @@
 //! The audit log (table `audit_log`, append-only): who did what to whose data, when, and how it
-//! went: token issue and revoke, connection add and revoke, OAuth callbacks, DLQ replays and
+//! went: erasures, token issue and revoke, connection add and revoke, OAuth callbacks, DLQ replays and
 //! retention deletes. An action that cannot be audited is refused where that is possible (the
 //! database is checked before a DLQ replay), and reported as a failure where it already happened.
 //!
@@ -68,6 +68,8 @@ pub enum Action {
     DlqReplay,
     #[value(name = "retention.delete")]
     RetentionDelete,
+    #[value(name = "user.erase")]
+    Erase,
 }
 
 impl Action {
@@ -80,6 +82,7 @@ impl Action {
             Action::OAuthCallback => "oauth.callback",
             Action::DlqReplay => "dlq.replay",
             Action::RetentionDelete => "retention.delete",
+            Action::Erase => "user.erase",
         }
     }
 }

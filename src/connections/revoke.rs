@@ -144,6 +144,17 @@ pub async fn record(pool: &PgPool, vendor: Vendor, vendor_user_id: &str, outcome
     .map(|_| ())
 }
 
+/// Deletes the connection if it belongs to an erased person (`users erase` kept it only until the
+/// vendor confirmed); true if it did.
+pub async fn forget_if_erased(pool: &PgPool, vendor: Vendor, vendor_user_id: &str) -> sqlx::Result<bool> {
+    let deleted = sqlx::query("DELETE FROM vendor_connections WHERE vendor = $1 AND vendor_user_id = $2 AND erased_at IS NOT NULL")
+        .bind(vendor.symbol())
+        .bind(vendor_user_id)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
 /// Connections whose vendor revocation is still pending.
 pub async fn pending(pool: &PgPool) -> sqlx::Result<Vec<(Vendor, String)>> {
     let rows: Vec<(String, String)> =
@@ -173,7 +184,10 @@ pub async fn retry_pending(
         };
         record(pool, vendor, &user, &outcome).await?;
         match outcome {
-            Revoked::Confirmed => confirmed += 1,
+            Revoked::Confirmed => {
+                forget_if_erased(pool, vendor, &user).await?;
+                confirmed += 1;
+            }
             Revoked::Pending(reason) => still.push((vendor, user, reason)),
         }
     }

@@ -18,6 +18,15 @@ pub enum UsersCommand {
     /// Draw one person's nights as an SVG: nightly HRV with its 7-day mean and personal band,
     /// resting HR, respiratory rate and temperature where present, and every trigger marked.
     Chart(ChartArgs),
+    /// Erase a person: revoke their connections (here and at the vendor) and delete every row
+    /// about them; the report names each place, and the exit is non-zero while any still holds
+    /// data about them. Safe to re-run.
+    #[command(after_long_help = "Secrets (environment only; NAME or NAME_FILE):
+  TOKEN_ENCRYPTION_KEY[_FILE]       decrypts the connections' tokens to revoke them at the vendor
+  PSEUDONYM_KEY[_FILE]              names the person in the audit log
+  OURA_CLIENT_SECRET[_FILE]         refreshes an expired Oura token before revoking it
+  WHOOP_CLIENT_SECRET[_FILE]        the same for WHOOP")]
+    Erase(crate::erasure::EraseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,7 +48,10 @@ pub struct ChartArgs {
 }
 
 pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
-    let UsersCommand::Chart(args) = command;
+    let args = match command {
+        UsersCommand::Chart(args) => args,
+        UsersCommand::Erase(args) => return crate::erasure::run(args).await,
+    };
     let topology = args.topology.load()?;
     let params = topology.baseline.unwrap_or_default();
     let (title, nights) = match (&args.user, &args.synthetic) {

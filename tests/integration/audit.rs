@@ -93,18 +93,8 @@ async fn the_history_retention_job_deletes_old_rows_and_audits_the_sweep() {
     let pool = pool().await;
     let user = helpers::unique("retained-user");
     // Far older than any other test's data (the database is shared): measured in 1870 and in 1990.
-    let insert = |measured: &'static str| {
-        sqlx::query(
-            "INSERT INTO biometric_events (event_id, user_id, vendor, vendor_user_id, kind, measured_at, received_at, priority,
-                                           source_topic, source_partition, source_offset)
-             VALUES ($1, $2, 'TERRA', 'v', 'SLEEP', $3::timestamptz, now(), 'NORMAL', 'audit-test', 0, 0)",
-        )
-        .bind(uuid::Uuid::new_v4())
-        .bind(user.clone())
-        .bind(measured)
-    };
     for measured in ["1870-01-01T00:00:00Z", "1870-06-01T00:00:00Z", "1990-01-01T00:00:00Z"] {
-        insert(measured).execute(&pool).await.unwrap();
+        helpers::insert_history_row(&pool, &user, measured).await;
     }
     let before: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM audit_log").fetch_one(&pool).await.unwrap();
 

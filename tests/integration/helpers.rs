@@ -86,6 +86,21 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, Strin
     (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
 }
 
+/// Writes one history row (`biometric_events`) for `user`, measured at `measured_at` (RFC 3339).
+pub async fn insert_history_row(pool: &sqlx::PgPool, user: &str, measured_at: &str) {
+    sqlx::query(
+        "INSERT INTO biometric_events (event_id, user_id, vendor, vendor_user_id, kind, measured_at, received_at, priority,
+                                       source_topic, source_partition, source_offset)
+         VALUES ($1, $2, 'TERRA', 'v', 'SLEEP', $3::timestamptz, now(), 'NORMAL', 'test-rows', 0, 0)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(user)
+    .bind(measured_at)
+    .execute(pool)
+    .await
+    .expect("insert a history row");
+}
+
 /// The topology text without the de-duplication processor and its store (see
 /// [`biometric_bridge::topology::without_dedup_store`]).
 pub fn without_dedup_store(text: String) -> String {

@@ -7,6 +7,7 @@ mod bad_data;
 mod connections;
 mod crash;
 mod dlq_replay;
+mod erasure;
 mod fencing;
 mod fetch_crash;
 mod fetch_stage;
