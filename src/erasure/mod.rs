@@ -10,13 +10,16 @@
 //!    is confirmed;
 //! 2. **upload tokens**: deleted, so the phone's next upload is refused (within the ingress's
 //!    token cache, `TOKEN_CACHE_TTL_SECS`);
-//! 3. **identity links, poll watermarks, history rows**: deleted in one transaction.
+//! 3. **identity links, poll watermarks, history rows**: deleted in one transaction;
+//! 4. **consumers told**: a `USER_ERASED` event on every output topic, on the person's
+//!    partition after their data, so each consumer (the PostgreSQL sink too) deletes its copies.
 //!
 //! Not yet cleaned, and reported as such: the person's records in Kafka (raw webhooks, dead
-//! letters, pending fetches, retries, the output topics: Kafka cannot delete single records, and
+//! letters, pending fetches, retries, the output topics' events: Kafka cannot delete single records, and
 //! per-user encryption to shred them is not built yet), which go when their retention passes
 //! (the report gives it), and the processor's state stores.
 
+mod notify;
 mod places;
 
 use anyhow::Context as _;
@@ -43,6 +46,10 @@ pub struct EraseArgs {
     pub revoke: RevokeArgs,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub kafka: crate::config::KafkaArgs,
+    #[command(flatten)]
+    pub registry: crate::config::RegistryArgs,
 }
 
 /// What the erase can use: without the token key, connections are revoked here but cannot be
@@ -71,6 +78,11 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<()> {
     let eraser = Eraser { pool: &pool, pseudonyms: pseudonyms.as_ref(), vendor: store.as_ref().map(|store| (store, &revoker)) };
 
     let mut report = eraser.erase(user).await?;
+    // Last: consumers are told once nothing here can write about the person any more.
+    report.places.push(match notify::tell_consumers(&args.kafka, &args.registry, &topology, user).await {
+        Ok(place) => place,
+        Err(error) => Place::unclean("kafka.user_erased_events", format!("consumers were not told: {error:#}; re-run users erase")),
+    });
     report.places.extend(places::kafka(&topology));
     print!("{}", report.render(user));
 

@@ -20,6 +20,11 @@ impl Place {
         Place { name: name.to_owned(), cleaned: true, count, note: String::new() }
     }
 
+    /// A place done by writing, not deleting (`count` records, `note` says what).
+    pub fn written(name: &str, count: u64, note: impl Into<String>) -> Place {
+        Place { name: name.to_owned(), cleaned: true, count, note: note.into() }
+    }
+
     pub fn unclean(name: &str, note: impl Into<String>) -> Place {
         Place { name: name.to_owned(), cleaned: false, count: 0, note: note.into() }
     }
@@ -39,7 +44,9 @@ impl Report {
     pub fn render(&self, user: &str) -> String {
         let mut out = format!("erase of user {user}\n");
         for place in &self.places {
-            if place.cleaned {
+            if place.cleaned && !place.note.is_empty() {
+                out.push_str(&format!("  ok           {:<28} {}\n", place.name, place.note));
+            } else if place.cleaned {
                 out.push_str(&format!("  ok           {:<28} {} removed\n", place.name, place.count));
             } else {
                 out.push_str(&format!("  NOT CLEANED  {:<28} {}\n", place.name, place.note));
@@ -81,7 +88,7 @@ pub fn kafka(topology: &Topology) -> Vec<Place> {
         Place::unclean(
             "kafka.outputs",
             format!(
-                "the person's events stay readable until retention passes ({}); no USER_ERASED event is written yet",
+                "the person's events stay readable until retention passes ({}); consumers delete their copies on USER_ERASED",
                 outputs.join(", ")
             ),
         ),

@@ -65,6 +65,8 @@ pub enum EventKind {
     /// A discrete observation: a symptom, a dose, a device event such as an irregular-rhythm
     /// notification (see `observation_type`, `observation_category`).
     HealthObservation,
+    /// No record: the person was erased (`users erase`); consumers delete what they hold.
+    UserErased,
 }
 
 impl EventKind {
@@ -85,6 +87,7 @@ impl EventKind {
             EventKind::Steps => "STEPS",
             EventKind::Deleted => "DELETED",
             EventKind::HealthObservation => "HEALTH_OBSERVATION",
+            EventKind::UserErased => "USER_ERASED",
         }
     }
 }
@@ -255,6 +258,76 @@ pub struct BiometricEvent {
     pub retracts_event_id: Option<String>,
     /// Values the vendor sent that were removed from this event, and why.
     pub data_quality: Vec<QualityNote>,
+}
+
+impl BiometricEvent {
+    /// An event with its identity, kind and times, and nothing else: no metric, no trigger,
+    /// priority `Normal`, empty lineage. Vendors' mappers and the erase start from it.
+    pub fn empty(
+        event_id: String,
+        user_id: String,
+        vendor: Vendor,
+        vendor_user_id: String,
+        kind: EventKind,
+        measured_at: i64,
+        received_at: i64,
+    ) -> BiometricEvent {
+        BiometricEvent {
+            event_id,
+            user_id,
+            vendor,
+            vendor_user_id,
+            source_device: None,
+            kind,
+            vendor_record_id: None,
+            measured_at,
+            measured_until: None,
+            local_date: None,
+            received_at,
+            hrv_rmssd_ms: None,
+            hrv_sdnn_ms: None,
+            hrv_window: None,
+            heart_rate_avg_bpm: None,
+            heart_rate_min_bpm: None,
+            heart_rate_max_bpm: None,
+            resting_heart_rate_bpm: None,
+            recovery_score: None,
+            readiness_score: None,
+            sleep_score: None,
+            sleep_total_seconds: None,
+            sleep_deep_seconds: None,
+            sleep_light_seconds: None,
+            sleep_rem_seconds: None,
+            sleep_awake_seconds: None,
+            time_in_bed_seconds: None,
+            sleep_efficiency_pct: None,
+            respiratory_rate_bpm: None,
+            spo2_pct: None,
+            skin_temp_celsius: None,
+            temperature_deviation_celsius: None,
+            steps: None,
+            distance_meters: None,
+            active_calories_kcal: None,
+            total_calories_kcal: None,
+            strain: None,
+            observation_type: None,
+            observation_category: None,
+            triggers: Vec::new(),
+            priority: Priority::Normal,
+            lineage: Lineage::default(),
+            trace_id: None,
+            retracts_event_id: None,
+            data_quality: Vec::new(),
+        }
+    }
+
+    /// The `USER_ERASED` event `users erase` writes to an output topic: no record, no metric, no
+    /// vendor user id; `vendor` is one this topic is routed from (the field is required), and
+    /// the event id is fresh, so each erase is told.
+    pub fn user_erased(user_id: &str, vendor: Vendor, at_ms: i64) -> BiometricEvent {
+        let id = uuid::Uuid::new_v4().to_string();
+        BiometricEvent::empty(id, user_id.to_owned(), vendor, String::new(), EventKind::UserErased, at_ms, at_ms)
+    }
 }
 
 /// A number as a note shows it: plainly while short, in exponent form when huge (`1e30`).

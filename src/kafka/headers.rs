@@ -103,3 +103,18 @@ pub fn copy_except(from: Option<&rdkafka::message::BorrowedHeaders>, except: &[&
 pub fn with(headers: OwnedHeaders, name: &str, value: &str) -> OwnedHeaders {
     headers.insert(rdkafka::message::Header { key: name, value: Some(value) })
 }
+
+/// The headers of an output event (README, "Topics and headers"): a consumer can route it by
+/// `priority` and `event-type` before decoding it.
+pub fn event_headers(event: &crate::event::BiometricEvent) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    out = with(out, PRIORITY, event.priority.symbol());
+    out = with(out, EVENT_TYPE, event.kind.symbol());
+    out = with(out, VENDOR, event.vendor.slug());
+    out = with(out, USER_ID, &event.user_id);
+    out = with(out, EVENT_ID, &event.event_id);
+    if let Some(trace_id) = &event.trace_id {
+        out = with(out, TRACE_ID, trace_id);
+    }
+    out
+}

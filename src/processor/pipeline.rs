@@ -336,20 +336,11 @@ impl Pipeline {
         let codec = self.codecs.get(topic).expect("a codec is registered for every event sink");
         let payload = codec.encode(event).expect("events always encode against their own schema");
         crate::metrics::RECORDS_OUT.with_label_values(&[topic]).inc();
-        let mut out = OwnedHeaders::new();
-        out = headers::with(out, headers::PRIORITY, event.priority.symbol());
-        out = headers::with(out, headers::EVENT_TYPE, event.kind.symbol());
-        out = headers::with(out, headers::VENDOR, event.vendor.slug());
-        out = headers::with(out, headers::USER_ID, &event.user_id);
-        out = headers::with(out, headers::EVENT_ID, &event.event_id);
-        if let Some(trace_id) = &event.trace_id {
-            out = headers::with(out, headers::TRACE_ID, trace_id);
-        }
         Output {
             topic: topic.to_owned(),
             key: Some(event.user_id.as_bytes().to_vec()),
             payload,
-            headers: out,
+            headers: headers::event_headers(event),
             received_at_ms: Some(event.received_at),
         }
     }

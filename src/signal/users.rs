@@ -26,7 +26,7 @@ pub enum UsersCommand {
   PSEUDONYM_KEY[_FILE]              names the person in the audit log
   OURA_CLIENT_SECRET[_FILE]         refreshes an expired Oura token before revoking it
   WHOOP_CLIENT_SECRET[_FILE]        the same for WHOOP")]
-    Erase(crate::erasure::EraseArgs),
+    Erase(Box<crate::erasure::EraseArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,7 +50,7 @@ pub struct ChartArgs {
 pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
     let args = match command {
         UsersCommand::Chart(args) => args,
-        UsersCommand::Erase(args) => return crate::erasure::run(args).await,
+        UsersCommand::Erase(args) => return crate::erasure::run(*args).await,
     };
     let topology = args.topology.load()?;
     let params = topology.baseline.unwrap_or_default();

@@ -19,7 +19,7 @@ pub(crate) mod test_support;
 pub mod time;
 pub mod whoop;
 
-use crate::event::{BiometricEvent, EventKind, Lineage, Priority, Vendor};
+use crate::event::{BiometricEvent, EventKind, Lineage, Vendor};
 
 /// A raw webhook record as the processor sees it: the exact body bytes the vendor sent plus the
 /// context the ingress recorded in Kafka headers.
@@ -286,51 +286,17 @@ pub fn tombstone(
 /// the processor judges the event. `user_id` starts as the vendor-scoped fallback.
 pub fn base_event(input: &RawInput<'_>, kind: EventKind, natural_key: &str, vendor_user_id: &str, measured_at: i64) -> BiometricEvent {
     BiometricEvent {
-        event_id: event_id(input.vendor, kind, natural_key),
-        user_id: vendor_scoped_user_id(input.vendor, vendor_user_id),
-        vendor: input.vendor,
-        vendor_user_id: vendor_user_id.to_owned(),
-        source_device: None,
-        kind,
-        vendor_record_id: None,
-        measured_at,
-        measured_until: None,
-        local_date: None,
-        received_at: input.received_at_ms,
-        hrv_rmssd_ms: None,
-        hrv_sdnn_ms: None,
-        hrv_window: None,
-        heart_rate_avg_bpm: None,
-        heart_rate_min_bpm: None,
-        heart_rate_max_bpm: None,
-        resting_heart_rate_bpm: None,
-        recovery_score: None,
-        readiness_score: None,
-        sleep_score: None,
-        sleep_total_seconds: None,
-        sleep_deep_seconds: None,
-        sleep_light_seconds: None,
-        sleep_rem_seconds: None,
-        sleep_awake_seconds: None,
-        time_in_bed_seconds: None,
-        sleep_efficiency_pct: None,
-        respiratory_rate_bpm: None,
-        spo2_pct: None,
-        skin_temp_celsius: None,
-        temperature_deviation_celsius: None,
-        steps: None,
-        distance_meters: None,
-        active_calories_kcal: None,
-        total_calories_kcal: None,
-        strain: None,
-        observation_type: None,
-        observation_category: None,
-        triggers: Vec::new(),
-        priority: Priority::Normal,
         lineage: input.lineage(),
         trace_id: input.trace_id.map(str::to_owned),
-        retracts_event_id: None,
-        data_quality: Vec::new(),
+        ..BiometricEvent::empty(
+            event_id(input.vendor, kind, natural_key),
+            vendor_scoped_user_id(input.vendor, vendor_user_id),
+            input.vendor,
+            vendor_user_id.to_owned(),
+            kind,
+            measured_at,
+            input.received_at_ms,
+        )
     }
 }
 

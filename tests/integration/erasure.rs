@@ -67,6 +67,8 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
     env.push(("PSEUDONYM_KEY".into(), pseudonym_key.clone()));
     env.push(("OURA_REVOKE_URL".into(), format!("{}/oauth/revoke", setup.sim.oura_base())));
     env.push(("TOPOLOGY_FILE".into(), setup.topology.path.display().to_string()));
+    env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), helpers::bootstrap()));
+    env.push(("SCHEMA_REGISTRY_URL".into(), helpers::registry_url()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let pseudonym = Pseudonymizer::from_secret(&Secret::new(pseudonym_key.clone())).unwrap().user(&user);
 
@@ -80,6 +82,7 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
         "  ok           postgres.poll_watermarks     1 removed",
         "  ok           postgres.biometric_events    2 removed",
         "  NOT CLEANED  vendor.revocation            not confirmed by whoop (http_503)",
+        "  ok           kafka.user_erased_events     consumers told on ",
         "  NOT CLEANED  kafka.at_rest",
         "  NOT CLEANED  kafka.outputs",
         "  NOT CLEANED  stores",
@@ -114,6 +117,16 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
     let (ok, again, _) = helpers::run_cli(&["users", "erase", "--user", &user], &env, "");
     assert!(!ok && !again.contains("vendor.revocation"), "{again}");
     assert_eq!(again.matches(" 0 removed").count(), 5, "{again}");
+
+    // Each run told every output topic's consumers, on the person's partition (key = user id).
+    let outputs = [setup.topology.topic("terra-biometric-events"), setup.events_topic()];
+    let told = helpers::read_events(&outputs, 4, std::time::Duration::from_secs(30)).await;
+    assert_eq!(told.len(), 4, "one USER_ERASED per output topic per run");
+    for received in &told {
+        assert_eq!((received.event.kind.symbol(), received.event.user_id.as_str()), ("USER_ERASED", user.as_str()));
+        assert_eq!((received.key.as_deref(), received.headers["event-type"].as_str()), (Some(user.as_str()), "USER_ERASED"));
+        assert!(received.event.vendor_user_id.is_empty() && received.event.hrv_rmssd_ms.is_none());
+    }
 
     // Both runs are audited, by pseudonym, as incomplete, with what each place came to.
     let audited: Vec<(String, serde_json::Value)> =

@@ -166,3 +166,39 @@ async fn a_postgres_outage_pauses_the_sink_and_it_resumes_where_sink_offsets_say
     assert!(!log.contains("Exiting with an error"), "{log}");
     drop(process);
 }
+
+/// `USER_ERASED` (written by `users erase`): the sink deletes the person's rows already in the
+/// table and never writes the erase as a row; an upload after the erase is kept, and so is
+/// everybody else's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_erased_event_deletes_the_person_s_rows_and_only_theirs() {
+    let topology = TestTopology::create(1).await;
+    let topics = topology.topology.event_sinks.clone();
+    let terra = topology.topic("terra-biometric-events");
+    let db = TestDb::create().await;
+    let sink = helpers::unique("sink-erase");
+    let producer = EventProducer::new(&topics).await;
+    let (gone, kept) = (event(&new_id(), "erased-user", 1), event(&new_id(), "other-user", 1));
+    let gone_too = event(&new_id(), "erased-user", 2);
+    producer.transaction(&[Out::Event(terra.clone(), gone.clone()), Out::Event(terra.clone(), kept.clone())], true);
+
+    let process = spawn_sink(&topology, &db, &sink, 500);
+    caught_up(&db, &sink, &topics, &process).await;
+    assert_eq!(db.count().await, 2, "both people's rows are written first");
+
+    // One batch: another row of the person, their erase, then a new upload of theirs.
+    let erased = BiometricEvent::user_erased("erased-user", biometric_bridge::event::Vendor::Terra, 3);
+    let after = event(&new_id(), "erased-user", 4);
+    producer.transaction(
+        &[Out::Event(terra.clone(), gone_too.clone()), Out::Event(terra.clone(), erased.clone()), Out::Event(terra.clone(), after.clone())],
+        true,
+    );
+    caught_up(&db, &sink, &topics, &process).await;
+    let left: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT event_id, user_id FROM biometric_events ORDER BY user_id").fetch_all(&db.pool).await.unwrap();
+    let expected: Vec<(uuid::Uuid, String)> =
+        [&after, &kept].iter().map(|event| (event.event_id.parse().unwrap(), event.user_id.clone())).collect();
+    assert_eq!(left, expected, "only the upload after the erase, and the other person's row");
+    assert!(db.row(&erased.event_id).await.is_none(), "the erase itself is no row");
+    drop(process);
+}

@@ -8,7 +8,11 @@
 //! - **the stored offset is the next one to read**: past every record consumed into the batch,
 //!   including those that were skipped (undecodable), and past the transaction markers and aborted
 //!   records librdkafka steps over (the consumer position), so a restart neither re-reads nor
-//!   misses anything and a caught-up sink's offsets equal the topics' end offsets.
+//!   misses anything and a caught-up sink's offsets equal the topics' end offsets;
+//! - **an erasure deletes what came before it**: a `USER_ERASED` event drops the person's rows
+//!   pushed before it in this batch and is itself never a row (it would keep their id); the
+//!   writer deletes their rows already in the table before it upserts the rest, so a row the
+//!   person uploaded after their erase survives.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +31,8 @@ pub struct Batch {
     by_event: HashMap<uuid::Uuid, usize>,
     next_offsets: Offsets,
     records: usize,
+    /// People erased by a `USER_ERASED` event in this batch.
+    erased: Vec<String>,
 }
 
 impl Batch {
@@ -46,6 +52,14 @@ impl Batch {
         self.records += 1;
         self.advance(topic, partition, offset + 1);
         let Some(row) = row else { return };
+        if row.kind == crate::event::EventKind::UserErased.symbol() {
+            self.rows.retain(|kept| kept.user_id != row.user_id);
+            self.by_event = self.rows.iter().enumerate().map(|(index, kept)| (kept.event_id, index)).collect();
+            if !self.erased.contains(&row.user_id) {
+                self.erased.push(row.user_id);
+            }
+            return;
+        }
         match self.by_event.get(&row.event_id) {
             Some(&index) => self.rows[index] = row,
             None => {
@@ -71,6 +85,11 @@ impl Batch {
     /// The rows, one per event id.
     pub fn rows(&self) -> &[EventRow] {
         &self.rows
+    }
+
+    /// The people whose rows already in the table are deleted before this batch's rows are written.
+    pub fn erased(&self) -> &[String] {
+        &self.erased
     }
 
     /// The offsets to store with the rows.
@@ -108,6 +127,23 @@ mod tests {
             retracts_event_id: None,
             data_quality: serde_json::json!([]),
         }
+    }
+
+    #[test]
+    fn an_erasure_drops_the_person_s_earlier_rows_and_keeps_later_ones_and_others() {
+        let mut batch = Batch::default();
+        let of = |id: u128, user: &str, kind: &'static str, offset: i64| EventRow { user_id: user.into(), kind, ..row(id, offset) };
+        batch.push("t", 0, 0, Some(of(1, "gone", "SLEEP", 0)));
+        batch.push("t", 0, 1, Some(of(2, "kept", "SLEEP", 1)));
+        batch.push("t", 0, 2, Some(of(3, "gone", "HRV", 2)));
+        batch.push("t", 0, 3, Some(of(4, "gone", "USER_ERASED", 3)));
+        batch.push("t", 0, 4, Some(of(5, "gone", "SLEEP", 4)));
+        batch.push("t", 0, 5, Some(of(2, "kept", "SLEEP", 5)));
+        let ids: Vec<u128> = batch.rows().iter().map(|row| row.event_id.as_u128()).collect();
+        assert_eq!(ids, [2, 5], "the erased person's rows before the erase are gone, the erase is no row");
+        assert_eq!(batch.rows()[0].source_offset, 5, "last write still wins after the index was rebuilt");
+        assert_eq!(batch.erased(), ["gone"]);
+        assert_eq!(batch.offsets()[&("t".to_owned(), 0)], 6);
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct Written {
 pub async fn write(pool: &PgPool, sink: &str, batch: &Batch, committed: &Offsets) -> Result<Written, WriteError> {
     let mut tx = pool.begin().await?;
     offsets::lock_and_check(&mut tx, sink, batch.offsets().keys(), committed).await??;
+    if !batch.erased().is_empty() {
+        // Before the upsert: a row the person uploaded after their erase is in the batch, and stays.
+        let erased = sqlx::query("DELETE FROM biometric_events WHERE user_id = ANY($1)").bind(batch.erased()).execute(&mut *tx).await?;
+        tracing::info!(people = batch.erased().len(), rows = erased.rows_affected(), "USER_ERASED: deleted the people's history rows.");
+    }
     let written = upsert_rows(&mut tx, batch.rows()).await?;
     if !batch.offsets().is_empty() {
         offsets::store(&mut tx, sink, batch.offsets()).await?;
