@@ -253,6 +253,12 @@ pub static STORE_ENTRIES: LazyLock<IntGaugeVec> =
 
 pub static SINK_ROWS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("biometric_bridge_sink_rows_total", "Event rows upserted into PostgreSQL."));
+pub static ERASURES_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "biometric_bridge_erasures_applied_total",
+        "Erasure records (users erase) applied by this process's tasks: one per task and erase.",
+    )
+});
 pub static SINK_RETENTION_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("biometric_bridge_sink_retention_deleted_total", "History rows deleted by the retention job (sink postgres --retention).")
 });
@@ -343,6 +349,7 @@ fn init_processor() {
     LazyLock::force(&PRODUCER_FENCED);
     LazyLock::force(&END_TO_END_LATENCY);
     LazyLock::force(&DUPLICATES_DROPPED);
+    LazyLock::force(&ERASURES_APPLIED);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&STORE_ENTRIES);
     LazyLock::force(&TASKS);

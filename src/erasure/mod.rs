@@ -11,13 +11,15 @@
 //! 2. **upload tokens**: deleted, so the phone's next upload is refused (within the ingress's
 //!    token cache, `TOKEN_CACHE_TTL_SECS`);
 //! 3. **identity links, poll watermarks, history rows**: deleted in one transaction;
-//! 4. **consumers told**: a `USER_ERASED` event on every output topic, on the person's
+//! 4. **processors told**: an erasure record on every partition of the ingress topic; each
+//!    task deletes the person's state from its stores (tombstones in the changelogs);
+//! 5. **consumers told**: a `USER_ERASED` event on every output topic, on the person's
 //!    partition after their data, so each consumer (the PostgreSQL sink too) deletes its copies.
 //!
 //! Not yet cleaned, and reported as such: the person's records in Kafka (raw webhooks, dead
 //! letters, pending fetches, retries, the output topics' events: Kafka cannot delete single records, and
 //! per-user encryption to shred them is not built yet), which go when their retention passes
-//! (the report gives it), and the processor's state stores.
+//! (the report gives it).
 
 mod notify;
 mod places;
@@ -77,7 +79,13 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<()> {
     let revoker = Revoker::new(&args.revoke, &args.oauth.whoop_api_base, args.oauth.clients()?)?;
     let eraser = Eraser { pool: &pool, pseudonyms: pseudonyms.as_ref(), vendor: store.as_ref().map(|store| (store, &revoker)) };
 
+    // Before the rows that map them go: the stores are keyed by the vendors' ids too.
+    let vendor_users = eraser.vendor_users(user).await.context("listing the person's vendor ids")?;
     let mut report = eraser.erase(user).await?;
+    report.places.push(match notify::tell_processors(&args.kafka, &topology, user, &vendor_users).await {
+        Ok(place) => place,
+        Err(error) => Place::unclean("stores", format!("the processors were not told: {error:#}; re-run users erase")),
+    });
     // Last: consumers are told once nothing here can write about the person any more.
     report.places.push(match notify::tell_consumers(&args.kafka, &args.registry, &topology, user).await {
         Ok(place) => place,
@@ -106,6 +114,24 @@ impl Eraser<'_> {
         report.places.extend(self.connections(user).await?);
         report.places.extend(self.rows(user).await.context("deleting the person's rows")?);
         Ok(report)
+    }
+
+    /// The person's ids at each vendor: identity links, connections (also those a previous erase
+    /// kept for a pending revocation, under the pseudonym) and the history. A vendor id found in
+    /// none of them (no link, no history yet) leaves its de-duplication marks to expire with the
+    /// de-duplication window.
+    pub async fn vendor_users(&self, user: &str) -> anyhow::Result<Vec<(crate::event::Vendor, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT vendor, vendor_user_id FROM identity_links WHERE user_id = $1
+             UNION SELECT vendor, vendor_user_id FROM vendor_connections WHERE user_id = $1 OR (user_id = $2 AND erased_at IS NOT NULL)
+             UNION SELECT DISTINCT vendor, vendor_user_id FROM biometric_events WHERE user_id = $1 AND vendor_user_id <> ''
+             ORDER BY 1, 2",
+        )
+        .bind(user)
+        .bind(self.kept_as(user))
+        .fetch_all(self.pool)
+        .await?;
+        Ok(rows.into_iter().filter_map(|(vendor, id)| Some((crate::connections::store::vendor_of(&vendor).ok()?, id))).collect())
     }
 
     /// The name a connection kept for its vendor revocation goes by.

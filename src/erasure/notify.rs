@@ -1,3 +1,7 @@
+//! Telling the processors: one erasure record on every partition of the ingress topic, so every
+//! task deletes the person's state from its stores (`processor::erase`) after whatever it read
+//! about them before.
+//!
 //! Telling consumers: one `USER_ERASED` event per output topic, keyed by the person's user id so
 //! it lands on their partition after everything written about them before it. A consumer that
 //! reads in order (NEUROS, the PostgreSQL sink) deletes what it holds about them when it gets
@@ -24,12 +28,49 @@ pub fn events(topology: &Topology, user: &str, at_ms: i64) -> Vec<(String, Biome
     topology.event_sinks.iter().map(|topic| (topic.clone(), BiometricEvent::user_erased(user, vendor_of(topology, topic), at_ms))).collect()
 }
 
-/// Writes the events and waits for every broker acknowledgement (acks=all, idempotent).
-pub async fn tell_consumers(kafka: &KafkaArgs, registry: &RegistryArgs, topology: &Topology, user: &str) -> anyhow::Result<Place> {
-    let producer: FutureProducer = kafka
+/// Writes the erasure record to every partition of the ingress topic and waits for every
+/// acknowledgement.
+pub async fn tell_processors(
+    kafka: &KafkaArgs,
+    topology: &Topology,
+    user: &str,
+    vendor_users: &[(Vendor, String)],
+) -> anyhow::Result<Place> {
+    use rdkafka::producer::Producer as _;
+    let producer = producer(kafka)?;
+    let topic = topology.ingress_topic().to_owned();
+    let (client, reading) = (producer.clone(), topic.clone());
+    let metadata = tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&reading), Duration::from_secs(10))).await??;
+    let partitions = metadata.topics().first().map_or(0, |found| found.partitions().len()) as i32;
+    anyhow::ensure!(partitions > 0, "{topic} has no partitions (does it exist?)");
+    let listed = crate::processor::erase::format_vendor_users(vendor_users);
+    for partition in 0..partitions {
+        let headers = rdkafka::message::OwnedHeaders::new();
+        let headers = crate::kafka::headers::with(headers, crate::kafka::headers::ERASE_USER, user);
+        let headers = crate::kafka::headers::with(headers, crate::kafka::headers::ERASE_VENDOR_USERS, &listed);
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).partition(partition).headers(headers);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("writing the erasure record to {topic}/{partition}: {error}"))?;
+    }
+    Ok(Place::written(
+        "stores",
+        partitions as u64,
+        format!("erasure record on every partition of {topic} ({partitions}): each task deletes the person's state when it reaches it"),
+    ))
+}
+
+fn producer(kafka: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+    kafka
         .config_with(&[("acks", "all"), ("enable.idempotence", "true"), ("client.id", "biometric-bridge-users-erase")])?
         .create()
-        .context("creating the Kafka producer")?;
+        .context("creating the Kafka producer")
+}
+
+/// Writes the events and waits for every broker acknowledgement (acks=all, idempotent).
+pub async fn tell_consumers(kafka: &KafkaArgs, registry: &RegistryArgs, topology: &Topology, user: &str) -> anyhow::Result<Place> {
+    let producer = producer(kafka)?;
     let settings = registry.settings()?;
     let events = events(topology, user, chrono::Utc::now().timestamp_millis());
     for (topic, event) in &events {

@@ -56,7 +56,7 @@ impl Report {
     }
 }
 
-/// The Kafka places, none of which the erase can clean yet, with when their records go.
+/// The Kafka places the erase cannot clean yet, with when their records go.
 pub fn kafka(topology: &Topology) -> Vec<Place> {
     let days = |names: &mut dyn Iterator<Item = &str>| -> Vec<String> {
         names
@@ -75,7 +75,6 @@ pub fn kafka(topology: &Topology) -> Vec<Place> {
             .map(|topic| topic.name.as_str())
             .filter(|name| !topology.event_sinks.iter().any(|sink| sink == name) && !compacted(name)),
     );
-    let stores: Vec<&str> = topology.stores.iter().map(|store| store.name.as_str()).collect();
     vec![
         Place::unclean(
             "kafka.at_rest",
@@ -90,14 +89,6 @@ pub fn kafka(topology: &Topology) -> Vec<Place> {
             format!(
                 "the person's events stay readable until retention passes ({}); consumers delete their copies on USER_ERASED",
                 outputs.join(", ")
-            ),
-        ),
-        Place::unclean(
-            "stores",
-            format!(
-                "the processor's state ({}) is not tombstoned yet: de-duplication marks expire with their window, \
-                 the rest stays in memory and in the compacted changelogs until replaced",
-                stores.join(", ")
             ),
         ),
     ]
@@ -117,13 +108,12 @@ mod tests {
         }
         assert!(!at_rest.contains("changelog") && !at_rest.contains("biometric-events"), "{at_rest}");
         assert!(places[1].note.contains("terra-biometric-events 30 d") && places[1].note.contains("biometric-events 30 d"));
-        assert!(places[2].note.contains("hrv-baseline") && places[2].note.contains("dedup"));
 
         let mut report = Report { places: vec![Place::cleaned("postgres.ingest_tokens", 2)] };
         report.places.extend(places);
-        assert_eq!(report.unclean(), ["kafka.at_rest", "kafka.outputs", "stores"]);
+        assert_eq!(report.unclean(), ["kafka.at_rest", "kafka.outputs"]);
         let text = report.render("user-7");
         assert!(text.starts_with("erase of user user-7\n  ok           postgres.ingest_tokens       2 removed\n"), "{text}");
-        assert_eq!(text.matches("NOT CLEANED").count(), 3);
+        assert_eq!(text.matches("NOT CLEANED").count(), 2);
     }
 }

@@ -33,6 +33,10 @@ pub const EVENT_TYPE: &str = "event-type";
 pub const USER_ID: &str = "user-id";
 /// The event's deterministic id.
 pub const EVENT_ID: &str = "event-id";
+/// On an erasure record (`users erase`, every partition of the ingress topic): the person whose
+/// state every task deletes, and their vendor user ids (`<vendor>:<id>,...`).
+pub const ERASE_USER: &str = "erase-user";
+pub const ERASE_VENDOR_USERS: &str = "erase-vendor-users";
 
 // ---- on dead letters ----
 pub const ERROR_CLASS: &str = "error-class";

@@ -15,6 +15,7 @@
 pub mod backfill;
 pub mod baseline;
 pub mod dedup;
+pub mod erase;
 pub mod illness;
 pub mod judge;
 pub mod pipeline;

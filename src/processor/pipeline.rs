@@ -137,6 +137,18 @@ impl Pipeline {
         crate::metrics::RECORDS_IN.with_label_values(&[record.topic]).inc();
         match self.roles.get(record.topic) {
             Some(Role::Rekey { repartition_topic }) => Ok(vec![rekey(record, repartition_topic)]),
+            Some(Role::Normalize { .. }) if let Some(user) = headers::get(record.headers, headers::ERASE_USER) => {
+                let vendor_users =
+                    super::erase::parse_vendor_users(headers::get(record.headers, headers::ERASE_VENDOR_USERS).unwrap_or(""));
+                let deleted = super::erase::forget(stores, user, &vendor_users);
+                crate::metrics::ERASURES_APPLIED.inc();
+                tracing::info!(
+                    partition = record.partition,
+                    entries = deleted,
+                    "Erasure applied: the person's state is deleted from this task's stores."
+                );
+                Ok(Vec::new())
+            }
             Some(Role::Normalize { fixed_vendor }) => self.normalize(record, *fixed_vendor, identities, stores),
             None => Ok(vec![self.dead_letter(record, "unknown_source", "record from a topic this topology does not read")]),
         }

@@ -3,6 +3,9 @@
 //! beside a control person with the same. After the erase no table holds the person's ids; the
 //! control is intact; a vendor that did not confirm the revocation keeps only a pseudonymous row
 //! until the retry confirms; the Kafka places it cannot clean yet are reported, and the exit says so.
+//! And with a processor running: every task deletes the person's state from its stores (the
+//! changelogs end in tombstones for their keys), the control's state stays, and the person's next
+//! upload is processed from scratch.
 
 use biometric_bridge::audit::Pseudonymizer;
 use biometric_bridge::secret::Secret;
@@ -82,10 +85,10 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
         "  ok           postgres.poll_watermarks     1 removed",
         "  ok           postgres.biometric_events    2 removed",
         "  NOT CLEANED  vendor.revocation            not confirmed by whoop (http_503)",
+        "  ok           stores                       erasure record on every partition of ",
         "  ok           kafka.user_erased_events     consumers told on ",
         "  NOT CLEANED  kafka.at_rest",
         "  NOT CLEANED  kafka.outputs",
-        "  NOT CLEANED  stores",
     ] {
         assert!(report.contains(line), "{line:?} in\n{report}");
     }
@@ -117,6 +120,7 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
     let (ok, again, _) = helpers::run_cli(&["users", "erase", "--user", &user], &env, "");
     assert!(!ok && !again.contains("vendor.revocation"), "{again}");
     assert_eq!(again.matches(" 0 removed").count(), 5, "{again}");
+    assert_eq!(again.matches("NOT CLEANED").count(), 2, "only Kafka at rest and the outputs' retention: {again}");
 
     // Each run told every output topic's consumers, on the person's partition (key = user id).
     let outputs = [setup.topology.topic("terra-biometric-events"), setup.events_topic()];
@@ -139,4 +143,110 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
     assert_eq!((audited[0].0.as_str(), &audited[0].1["postgres.biometric_events"]), ("failed", &2.into()));
     assert_eq!(audited[0].1["vendor.revocation"], "not cleaned");
     assert_eq!(audited[0].1["error"], "incomplete");
+}
+
+/// A Terra sleep webhook of `user` (Terra `reference_id`) and Terra user `terra_user`, summary `day`.
+fn terra_sleep(user: &str, terra_user: &str, day: u32) -> Vec<u8> {
+    let mut json: serde_json::Value = serde_json::from_slice(&helpers::fixture("terra/sleep.json")).unwrap();
+    json["user"]["reference_id"] = user.into();
+    json["user"]["user_id"] = terra_user.into();
+    // Another night: another summary (its id names the event).
+    json["data"][0]["metadata"]["summary_id"] = format!("night-{day}-{terra_user}").into();
+    serde_json::to_vec(&json).unwrap()
+}
+
+/// The last value of each key of `topic` whose key starts with `prefix`: `true` if a tombstone.
+fn last_is_tombstone(records: &[helpers::RawRecord], prefix: &str) -> std::collections::BTreeMap<String, bool> {
+    let mut last = std::collections::BTreeMap::new();
+    for record in records {
+        let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
+        if key.starts_with(prefix) {
+            last.insert(key, record.payload.is_empty());
+        }
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_deletes_the_erased_person_s_state_and_their_next_upload_starts_fresh() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::time::Duration;
+
+    let setup = Setup::new().await;
+    let pool = setup.store.pool().clone();
+    let raw = setup.topology.topic("raw-webhooks");
+    let (user, control) = (helpers::unique("stateful"), helpers::unique("stateful-control"));
+    let (terra_user, control_terra) = (helpers::unique("terra-u"), helpers::unique("terra-c"));
+    // Terra's auth event would have linked it: the erase finds the person's Terra id here.
+    sqlx::query("INSERT INTO identity_links (vendor, vendor_user_id, user_id) VALUES ('TERRA', $1, $2)")
+        .bind(&terra_user)
+        .bind(&user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", helpers::bootstrap()).create().unwrap();
+    let send = |person: &str, terra: &str, day: u32| {
+        let body = terra_sleep(person, terra, day);
+        let (received, delivery, key) = (chrono::Utc::now().timestamp_millis().to_string(), helpers::unique("d"), format!("terra:{terra}"));
+        let producer = producer.clone();
+        let raw = raw.clone();
+        async move {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "vendor", value: Some("terra") })
+                .insert(Header { key: "received-at", value: Some(received.as_str()) })
+                .insert(Header { key: "delivery-id", value: Some(delivery.as_str()) });
+            producer.send(FutureRecord::to(&raw).key(&key).payload(&body).headers(headers), Duration::from_secs(10)).await.unwrap();
+        }
+    };
+    let processor = setup.processor("erase-stores");
+    for day in [10, 11, 12] {
+        send(&user, &terra_user, day).await;
+        send(&control, &control_terra, day).await;
+    }
+    let events = helpers::read_events(&[setup.topology.topic("terra-biometric-events")], 6, Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 6, "{}", processor.log_tail());
+
+    let mut env: Vec<(String, String)> = setup.env();
+    env.push(("TOPOLOGY_FILE".into(), setup.topology.path.display().to_string()));
+    env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), helpers::bootstrap()));
+    env.push(("SCHEMA_REGISTRY_URL".into(), helpers::registry_url()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (_, report, _) = helpers::run_cli(&["users", "erase", "--user", &user], &env, "");
+    assert!(report.contains("  ok           stores "), "{report}");
+
+    // Every task (one per partition) applies its erasure record.
+    let partitions = setup.topology.topology.topic(&raw).unwrap().partitions;
+    let applied = format!("biometric_bridge_erasures_applied_total {partitions}\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !processor.metrics().await.contains(&applied) {
+        assert!(std::time::Instant::now() < deadline, "not every task applied the erasure: {}", processor.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let changelog = |store: &str| {
+        let topic = setup.topology.topology.stores.iter().find(|s| s.name == store).unwrap().changelog_topic.clone();
+        helpers::read_raw(&topic, usize::MAX, Duration::from_secs(8))
+    };
+    let (baseline, dedup) = (changelog("hrv-baseline"), changelog("dedup"));
+    for (records, prefix, control_prefix) in [
+        (&baseline, format!("{user}|"), format!("{control}|")),
+        (&dedup, format!("terra:{terra_user}|"), format!("terra:{control_terra}|")),
+    ] {
+        let erased = last_is_tombstone(records, &prefix);
+        assert!(!erased.is_empty() && erased.values().all(|&tombstone| tombstone), "{prefix}: {erased:?}");
+        let kept = last_is_tombstone(records, &control_prefix);
+        assert!(!kept.is_empty() && kept.values().all(|&tombstone| !tombstone), "{control_prefix}: {kept:?}");
+    }
+
+    // 6 events, the USER_ERASED one, and the new upload.
+    // A new upload of the same night is new again (no de-duplication mark is left), and builds
+    // a fresh baseline: one entry per series, holding this night only.
+    send(&user, &terra_user, 12).await;
+    let after = helpers::read_events(&[setup.topology.topic("terra-biometric-events")], 8, Duration::from_secs(30)).await;
+    let fresh = after.iter().filter(|received| received.event.user_id == user && received.event.kind.symbol() != "USER_ERASED").count();
+    assert_eq!(fresh, 4, "three before the erase, and the upload after it is not a duplicate");
+    let baseline = changelog("hrv-baseline");
+    let rebuilt = last_is_tombstone(&baseline, &format!("{user}|"));
+    assert!(rebuilt.values().any(|&tombstone| !tombstone), "a fresh baseline after the upload: {rebuilt:?}");
+    drop(processor);
 }
