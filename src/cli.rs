@@ -46,6 +46,7 @@ const INGRESS_SECRETS: &str = concat!(
 const PROCESS_SECRETS: &str = concat!(
     "Secrets (environment only; NAME or NAME_FILE):
   TOKEN_ENCRYPTION_KEY[_FILE]       decrypts stored OAuth tokens for the fetch stage
+  TOKEN_ENCRYPTION_KEY_PREVIOUS[_FILE]  during a key rotation: the old key, read only
   OURA_CLIENT_SECRET[_FILE]         Oura token refresh
   WHOOP_CLIENT_SECRET[_FILE]        WHOOP token refresh
   TERRA_API_KEY[_FILE]              Terra API (large requests, reconciliation)

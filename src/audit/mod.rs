@@ -1,5 +1,5 @@
 //! The audit log (table `audit_log`, append-only): who did what to whose data, when, and how it
-//! went: erasures, token issue and revoke, connection add and revoke, OAuth callbacks, DLQ replays and
+//! went: erasures, key rotations, token issue and revoke, connection add and revoke, OAuth callbacks, DLQ replays and
 //! retention deletes. An action that cannot be audited is refused where that is possible (the
 //! database is checked before a DLQ replay), and reported as a failure where it already happened.
 //!
@@ -70,6 +70,8 @@ pub enum Action {
     RetentionDelete,
     #[value(name = "user.erase")]
     Erase,
+    #[value(name = "key.rotate")]
+    KeyRotate,
 }
 
 impl Action {
@@ -83,6 +85,7 @@ impl Action {
             Action::DlqReplay => "dlq.replay",
             Action::RetentionDelete => "retention.delete",
             Action::Erase => "user.erase",
+            Action::KeyRotate => "key.rotate",
         }
     }
 }

@@ -6,6 +6,11 @@
 //! random nonce ‖ ciphertext and 16-byte tag. The associated data is the row's
 //! `"<VENDOR>:<vendor_user_id>"` ([`row_aad`]): a ciphertext copied onto another row fails to
 //! decrypt instead of handing one user's token to another user's fetches.
+//!
+//! Rotation: set the new key as `TOKEN_ENCRYPTION_KEY` and the old one as
+//! `TOKEN_ENCRYPTION_KEY_PREVIOUS`; tokens are then read under either and written under the new
+//! one, and `connections rotate-key` re-encrypts every stored token, after which the previous key
+//! can go.
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
@@ -16,6 +21,8 @@ use crate::secret::Secret;
 
 /// The secret holding the key (or `TOKEN_ENCRYPTION_KEY_FILE`).
 pub const KEY_SECRET: &str = "TOKEN_ENCRYPTION_KEY";
+/// The key being rotated away from (or `TOKEN_ENCRYPTION_KEY_PREVIOUS_FILE`): read, never written.
+pub const PREVIOUS_KEY_SECRET: &str = "TOKEN_ENCRYPTION_KEY_PREVIOUS";
 const VERSION: u8 = 0x01;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -44,6 +51,15 @@ pub enum CipherError {
 /// Encrypts and decrypts tokens; cheap to share (`Arc`) between tasks.
 pub struct TokenCipher {
     aead: ChaCha20Poly1305,
+    /// During a rotation: the old key, tried when the current one does not open a token.
+    previous: Option<ChaCha20Poly1305>,
+}
+
+/// Which key opened a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedWith {
+    Current,
+    Previous,
 }
 
 impl std::fmt::Debug for TokenCipher {
@@ -68,13 +84,29 @@ impl TokenCipher {
             base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| invalid.clone())?
         };
         let aead = ChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| invalid)?;
-        Ok(TokenCipher { aead })
+        Ok(TokenCipher { aead, previous: None })
+    }
+
+    /// Also reads tokens sealed under `previous` (a rotation in progress).
+    pub fn with_previous(mut self, previous: &Secret) -> Result<Self, CipherError> {
+        self.previous = Some(TokenCipher::from_secret(previous)?.aead);
+        Ok(self)
     }
 
     /// The cipher from `TOKEN_ENCRYPTION_KEY` / `TOKEN_ENCRYPTION_KEY_FILE`; an error when unset.
     pub fn from_env() -> anyhow::Result<Self> {
         let secret = crate::secret::load_secret(KEY_SECRET)?.ok_or(CipherError::MissingKey)?;
-        Ok(Self::from_secret(&secret)?)
+        Self::with_env_previous(Self::from_secret(&secret)?)
+    }
+
+    /// `cipher`, also reading under `TOKEN_ENCRYPTION_KEY_PREVIOUS` when that is set.
+    pub fn with_env_previous(cipher: TokenCipher) -> anyhow::Result<Self> {
+        match crate::secret::load_secret(PREVIOUS_KEY_SECRET)? {
+            Some(previous) => Ok(cipher
+                .with_previous(&previous)
+                .map_err(|_| anyhow::anyhow!("TOKEN_ENCRYPTION_KEY_PREVIOUS must be 32 bytes, as standard base64 or 64 hex characters"))?),
+            None => Ok(cipher),
+        }
     }
 
     /// Seals `plaintext` for the row named by `aad` (see [`row_aad`]).
@@ -93,6 +125,11 @@ impl TokenCipher {
 
     /// Opens a stored token of the row named by `aad`.
     pub fn decrypt(&self, aad: &str, stored: &[u8]) -> Result<Secret, CipherError> {
+        self.open(aad, stored).map(|(token, _)| token)
+    }
+
+    /// [`decrypt`](Self::decrypt), saying which key opened the token.
+    pub fn open(&self, aad: &str, stored: &[u8]) -> Result<(Secret, OpenedWith), CipherError> {
         let (&version, rest) = stored.split_first().ok_or(CipherError::Truncated)?;
         if version != VERSION {
             return Err(CipherError::UnknownVersion(version));
@@ -102,8 +139,15 @@ impl TokenCipher {
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Truncated)?;
-        let plain = self.aead.decrypt(&nonce, Payload { msg: sealed, aad: aad.as_bytes() }).map_err(|_| CipherError::Authentication)?;
-        String::from_utf8(plain).map(Secret::new).map_err(|_| CipherError::NotUtf8)
+        let payload = || Payload { msg: sealed, aad: aad.as_bytes() };
+        let (plain, with) = match self.aead.decrypt(&nonce, payload()) {
+            Ok(plain) => (plain, OpenedWith::Current),
+            Err(_) => match &self.previous {
+                Some(previous) => (previous.decrypt(&nonce, payload()).map_err(|_| CipherError::Authentication)?, OpenedWith::Previous),
+                None => return Err(CipherError::Authentication),
+            },
+        };
+        String::from_utf8(plain).map(|token| (Secret::new(token), with)).map_err(|_| CipherError::NotUtf8)
     }
 }
 
@@ -128,6 +172,24 @@ mod tests {
         assert!(!stored.windows(6).any(|window| window == b"access"), "ciphertext holds no plaintext");
         assert_eq!(cipher.decrypt(&aad, &stored).unwrap().expose(), "access-token-value");
         assert_ne!(cipher.encrypt(&aad, "x"), cipher.encrypt(&aad, "x"), "a fresh nonce per token");
+    }
+
+    #[test]
+    fn during_a_rotation_tokens_under_either_key_open_and_say_which() {
+        let (old_key, new_key) = (HEX_KEY, "1f".repeat(32));
+        let under_old = cipher(old_key).encrypt("OURA:u", "token-1");
+        let rotating = cipher(&new_key).with_previous(&Secret::new(old_key)).unwrap();
+        let under_new = rotating.encrypt("OURA:u", "token-2");
+        assert_eq!(
+            rotating.open("OURA:u", &under_old).map(|(t, w)| (t.expose().to_owned(), w)),
+            Ok(("token-1".into(), OpenedWith::Previous))
+        );
+        assert_eq!(
+            rotating.open("OURA:u", &under_new).map(|(t, w)| (t.expose().to_owned(), w)),
+            Ok(("token-2".into(), OpenedWith::Current))
+        );
+        assert_eq!(cipher(&new_key).decrypt("OURA:u", &under_old).unwrap_err(), CipherError::Authentication, "without the previous key");
+        assert_eq!(rotating.decrypt("OURA:v", &under_old).unwrap_err(), CipherError::Authentication, "still bound to its row");
     }
 
     #[test]

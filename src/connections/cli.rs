@@ -72,6 +72,13 @@ pub enum ConnectionsCommand {
         #[command(flatten)]
         revoke: crate::connections::revoke::RevokeArgs,
     },
+    /// Re-encrypt every stored token under TOKEN_ENCRYPTION_KEY, reading each under it or
+    /// TOKEN_ENCRYPTION_KEY_PREVIOUS (give every process both keys first; drop the previous one
+    /// after this reports none left under it).
+    RotateKey {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print the URL that asks a user to connect their account, with a signed `state` valid 15
     /// minutes (needs OAUTH_STATE_SECRET and the vendor's client id).
     AuthorizeUrl {
@@ -177,6 +184,27 @@ pub async fn run(command: ConnectionsCommand) -> anyhow::Result<()> {
                     vendor.slug()
                 ),
             }
+        }
+        ConnectionsCommand::RotateKey { database } => {
+            let cipher = TokenCipher::from_env()?;
+            let pool = database.migrated_pool().await?;
+            let result = super::rotate::rotate(&pool, &cipher).await;
+            let entry = Entry::new(Actor::operator(), Action::KeyRotate).target("TOKEN_ENCRYPTION_KEY");
+            let entry = match &result {
+                Ok(rotation) => {
+                    let entry = entry.detail("rewrapped", rotation.rewrapped).detail("current", rotation.current);
+                    let entry = entry.detail("unreadable", rotation.unreadable.len());
+                    if rotation.unreadable.is_empty() { entry } else { entry.failed("unreadable_tokens") }
+                }
+                Err(_) => entry.failed("rotation_failed"),
+            };
+            audit::record_or_warn(&pool, &entry).await?;
+            let rotation = result?;
+            println!("{} connection(s) re-encrypted under the current key, {} already were", rotation.rewrapped, rotation.current);
+            for row in &rotation.unreadable {
+                println!("unreadable under either key: {row} (reconnect it)");
+            }
+            anyhow::ensure!(rotation.unreadable.is_empty(), "{} connection(s) open under neither key", rotation.unreadable.len());
         }
         ConnectionsCommand::AuthorizeUrl { vendor, user, redirect_uri, oauth } => {
             let secret = load_secret(state::STATE_SECRET)?.context("OAUTH_STATE_SECRET (or OAUTH_STATE_SECRET_FILE) is not set")?;

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod http;
 pub mod oauth;
 pub mod revoke;
+pub mod rotate;
 pub mod state;
 pub mod store;
 pub mod subscriptions;

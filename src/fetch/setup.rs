@@ -78,7 +78,7 @@ async fn oauth_setup(
         tracing::warn!("No Oura/WHOOP fetching: TOKEN_ENCRYPTION_KEY is not set. Their notifications are retried, then dead-lettered.");
         return Ok(None);
     };
-    let cipher = TokenCipher::from_secret(&key)?;
+    let cipher = TokenCipher::with_env_previous(TokenCipher::from_secret(&key)?)?;
     let clients = oauth.clients()?;
     let mut bases = Vec::new();
     for (vendor, base) in [(Vendor::Oura, &oauth.oura_api_base), (Vendor::Whoop, &oauth.whoop_api_base)] {

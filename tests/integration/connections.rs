@@ -396,3 +396,41 @@ async fn the_oauth_callback_stores_the_connection_and_its_identity_link() {
     assert!(audited.iter().all(|(_, action, _, _)| action == "oauth.callback"));
     shutdown.cancel();
 }
+
+/// Key rotation: tokens sealed under the old key are re-encrypted under the new one while both
+/// are given, a refreshing process with both keys reads either, and afterwards the new key alone
+/// opens them. (The database is shared: other tests' connections, under keys this test does not
+/// have, are reported unreadable and left as they are.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_token_key_re_encrypts_every_token_readable_under_the_old_one() {
+    let (old_key, new_key) = (new_key(), new_key());
+    let (first, second) = (helpers::unique("rot-a"), helpers::unique("rot-b"));
+    for vendor_user in [&first, &second] {
+        let granted = tokens(&format!("at-{vendor_user}"), &format!("rt-{vendor_user}"), chrono::Duration::hours(1));
+        store(&old_key).await.upsert(Vendor::Oura, vendor_user, "rot-user", &granted).await.unwrap();
+    }
+    // While rotating, a process given both keys reads the old tokens.
+    let both = TokenCipher::from_secret(&Secret::new(new_key.clone())).unwrap().with_previous(&Secret::new(old_key.clone())).unwrap();
+    let rotating = ConnectionStore::new(pool().await, both);
+    assert_eq!(rotating.get(Vendor::Oura, &first).await.unwrap().unwrap().access_token.expose(), format!("at-{first}"));
+
+    let env = [("TOKEN_ENCRYPTION_KEY", new_key.as_str()), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", old_key.as_str())];
+    let (_, out, err) = cli(&["rotate-key"], &env, "");
+    assert!(out.contains("re-encrypted under the current key"), "{out}{err}");
+    assert!(!out.contains(&first) && !out.contains(&second), "this test's rows are readable: {out}");
+    for vendor_user in [&first, &second] {
+        let connection = store(&new_key).await.get(Vendor::Oura, vendor_user).await.unwrap().expect("opens under the new key alone");
+        assert_eq!(connection.access_token.expose(), format!("at-{vendor_user}"));
+        assert_eq!(connection.refresh_token.unwrap().expose(), format!("rt-{vendor_user}"));
+        assert!(store(&old_key).await.get(Vendor::Oura, vendor_user).await.is_err(), "no longer under the old key");
+    }
+    let audited: (String, serde_json::Value) =
+        sqlx::query_as("SELECT actor, detail FROM audit_log WHERE action = 'key.rotate' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&pool().await)
+            .await
+            .unwrap();
+    assert!(audited.1["rewrapped"].as_u64().unwrap() >= 2, "{audited:?}");
+    for vendor_user in [&first, &second] {
+        sqlx::query("DELETE FROM vendor_connections WHERE vendor_user_id = $1").bind(vendor_user).execute(&pool().await).await.unwrap();
+    }
+}
