@@ -259,6 +259,12 @@ pub static ERASURES_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Erasure records (users erase) applied by this process's tasks: one per task and erase.",
     )
 });
+pub static ERASED_IN_FLIGHT_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "biometric_bridge_erased_in_flight_dropped_total",
+        "Events of an erased person received before the erase but processed after it: dropped, never written.",
+    )
+});
 pub static SINK_RETENTION_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("biometric_bridge_sink_retention_deleted_total", "History rows deleted by the retention job (sink postgres --retention).")
 });
@@ -350,6 +356,7 @@ fn init_processor() {
     LazyLock::force(&END_TO_END_LATENCY);
     LazyLock::force(&DUPLICATES_DROPPED);
     LazyLock::force(&ERASURES_APPLIED);
+    LazyLock::force(&ERASED_IN_FLIGHT_DROPPED);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&STORE_ENTRIES);
     LazyLock::force(&TASKS);

@@ -44,10 +44,12 @@ pub async fn tell_processors(
     let partitions = metadata.topics().first().map_or(0, |found| found.partitions().len()) as i32;
     anyhow::ensure!(partitions > 0, "{topic} has no partitions (does it exist?)");
     let listed = crate::processor::erase::format_vendor_users(vendor_users);
+    let erased_at = chrono::Utc::now().timestamp_millis().to_string();
     for partition in 0..partitions {
         let headers = rdkafka::message::OwnedHeaders::new();
         let headers = crate::kafka::headers::with(headers, crate::kafka::headers::ERASE_USER, user);
         let headers = crate::kafka::headers::with(headers, crate::kafka::headers::ERASE_VENDOR_USERS, &listed);
+        let headers = crate::kafka::headers::with(headers, crate::kafka::headers::ERASED_AT, &erased_at);
         let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).partition(partition).headers(headers);
         producer
             .send(record, Duration::from_secs(30))

@@ -37,6 +37,8 @@ pub const EVENT_ID: &str = "event-id";
 /// state every task deletes, and their vendor user ids (`<vendor>:<id>,...`).
 pub const ERASE_USER: &str = "erase-user";
 pub const ERASE_VENDOR_USERS: &str = "erase-vendor-users";
+/// When the erase happened (ms): the person's records received before it are not written.
+pub const ERASED_AT: &str = "erased-at";
 
 // ---- on dead letters ----
 pub const ERROR_CLASS: &str = "error-class";

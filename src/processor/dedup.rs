@@ -86,6 +86,23 @@ pub fn check_and_record(store: &mut dyn KeyValueStore<Seen>, event: &BiometricEv
     verdict
 }
 
+/// The key of an erased person's marker: a hash of the user id, not the id, for the marker lives
+/// in the changelog until the window purges it.
+pub fn erased_key(user_id: &str) -> String {
+    format!("erased|{}", hex::encode(Sha256::digest(user_id.as_bytes())))
+}
+
+/// Remembers, for the window, that `user_id` was erased at `at_ms`: a record of theirs received
+/// before then was in flight during the erase and must not be written.
+pub fn mark_erased(store: &mut dyn KeyValueStore<Seen>, user_id: &str, at_ms: i64) {
+    store.put(erased_key(user_id), Seen { at_ms, fingerprint: "user_erased".to_owned(), ordered_at: None });
+}
+
+/// Whether `event` was received before its person's erase (within the window).
+pub fn erased_before(store: &dyn KeyValueStore<Seen>, event: &BiometricEvent) -> bool {
+    store.get(&erased_key(&event.user_id)).is_some_and(|marker| event.received_at < marker.at_ms)
+}
+
 /// Removes ids last seen more than `window_ms` before `stream_time_ms`; returns how many.
 pub fn purge(store: &mut dyn KeyValueStore<Seen>, stream_time_ms: i64, window_ms: i64) -> usize {
     let cutoff = stream_time_ms - window_ms;

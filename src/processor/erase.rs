@@ -33,8 +33,9 @@ pub fn parse_vendor_users(text: &str) -> Vec<(Vendor, String)> {
 }
 
 /// Deletes every entry of `user` (and of their `vendor_users`) from the task's stores; returns
-/// how many.
-pub fn forget(stores: TaskStores<'_>, user: &str, vendor_users: &[(Vendor, String)]) -> usize {
+/// how many. The de-duplication store then remembers the erase (`at_ms`) for its window, so an
+/// upload accepted before the erase but processed after it is dropped, never written.
+pub fn forget(stores: TaskStores<'_>, user: &str, vendor_users: &[(Vendor, String)], at_ms: i64) -> usize {
     let mut deleted = 0;
     if let Some(store) = stores.baseline {
         // The HRV baselines and the illness signals: keyed by our user id.
@@ -53,6 +54,7 @@ pub fn forget(stores: TaskStores<'_>, user: &str, vendor_users: &[(Vendor, Strin
                 deleted += 1;
             }
         }
+        super::dedup::mark_erased(store, user, at_ms);
     }
     if let Some(store) = stores.backfill {
         for (_, id) in vendor_users.iter().filter(|(vendor, _)| *vendor == Vendor::Terra) {
@@ -92,10 +94,24 @@ mod tests {
         backfill.put("t-1|ref".to_owned(), Default::default());
         backfill.put("t-2|ref".to_owned(), Default::default());
         let stores = TaskStores { dedup: Some(&mut dedup), baseline: Some(&mut baseline), backfill: Some(&mut backfill) };
-        let deleted = forget(stores, "gone", &[(Vendor::Terra, "t-1".to_owned()), (Vendor::Oura, "o-1".to_owned())]);
+        let deleted = forget(stores, "gone", &[(Vendor::Terra, "t-1".to_owned()), (Vendor::Oura, "o-1".to_owned())], 5_000);
         assert_eq!(deleted, 2 + 4 + 1);
         assert_eq!(baseline.map.keys().collect::<Vec<_>>(), ["gone-not|hrv_rmssd_ms|TERRA|-|SPOT"]);
-        assert_eq!(dedup.map.keys().collect::<Vec<_>>(), ["terra:t-10|e5"]);
+        let mut left: Vec<&String> = dedup.map.keys().collect();
+        left.sort();
+        let marker = crate::processor::dedup::erased_key("gone");
+        assert_eq!(left, [&marker, &"terra:t-10|e5".to_owned()]);
+        assert!(!marker.contains("gone"), "the marker holds no user id");
+        // An upload accepted before the erase is in flight: dropped; one after it is new data.
+        let mut event = crate::event::BiometricEvent::user_erased("gone", Vendor::Terra, 0); // any event of theirs
+        event.kind = crate::event::EventKind::Sleep;
+        event.received_at = 4_999;
+        assert!(crate::processor::dedup::erased_before(&dedup, &event));
+        event.received_at = 5_000;
+        assert!(!crate::processor::dedup::erased_before(&dedup, &event));
+        event.user_id = "gone-not".to_owned();
+        event.received_at = 1;
+        assert!(!crate::processor::dedup::erased_before(&dedup, &event));
         assert_eq!(backfill.map.keys().collect::<Vec<_>>(), ["t-2|ref"]);
     }
 }

@@ -140,7 +140,9 @@ impl Pipeline {
             Some(Role::Normalize { .. }) if let Some(user) = headers::get(record.headers, headers::ERASE_USER) => {
                 let vendor_users =
                     super::erase::parse_vendor_users(headers::get(record.headers, headers::ERASE_VENDOR_USERS).unwrap_or(""));
-                let deleted = super::erase::forget(stores, user, &vendor_users);
+                let at_ms =
+                    headers::get(record.headers, headers::ERASED_AT).and_then(|at| at.parse().ok()).or(record.timestamp_ms).unwrap_or(0);
+                let deleted = super::erase::forget(stores, user, &vendor_users, at_ms);
                 crate::metrics::ERASURES_APPLIED.inc();
                 tracing::info!(
                     partition = record.partition,
@@ -265,6 +267,11 @@ impl Pipeline {
         let mut outputs = Vec::with_capacity(events.len());
         let ordered_at = headers::get(record.headers, headers::TERRA_ORDERING_TIMESTAMP).and_then(|v| v.trim().parse::<i64>().ok());
         for mut event in events {
+            if stores.dedup.as_deref().is_some_and(|store| dedup::erased_before(store, &event)) {
+                crate::metrics::ERASED_IN_FLIGHT_DROPPED.inc();
+                tracing::info!("An event of an erased person, received before the erase, dropped.");
+                continue;
+            }
             if let (Some(store), Some(params)) = (stores.dedup.as_deref_mut(), self.topology.dedup) {
                 let ordered_at = ordered_at.filter(|_| event.vendor == Vendor::Terra);
                 match dedup::check_and_record(store, &event, params.window_ms, ordered_at) {

@@ -186,9 +186,9 @@ async fn every_task_deletes_the_erased_person_s_state_and_their_next_upload_star
         .await
         .unwrap();
     let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", helpers::bootstrap()).create().unwrap();
-    let send = |person: &str, terra: &str, day: u32| {
+    let send_received = |person: &str, terra: &str, day: u32, received_ms: i64| {
         let body = terra_sleep(person, terra, day);
-        let (received, delivery, key) = (chrono::Utc::now().timestamp_millis().to_string(), helpers::unique("d"), format!("terra:{terra}"));
+        let (received, delivery, key) = (received_ms.to_string(), helpers::unique("d"), format!("terra:{terra}"));
         let producer = producer.clone();
         let raw = raw.clone();
         async move {
@@ -199,6 +199,7 @@ async fn every_task_deletes_the_erased_person_s_state_and_their_next_upload_star
             producer.send(FutureRecord::to(&raw).key(&key).payload(&body).headers(headers), Duration::from_secs(10)).await.unwrap();
         }
     };
+    let send = |person: &str, terra: &str, day: u32| send_received(person, terra, day, chrono::Utc::now().timestamp_millis());
     let processor = setup.processor("erase-stores");
     for day in [10, 11, 12] {
         send(&user, &terra_user, day).await;
@@ -212,6 +213,7 @@ async fn every_task_deletes_the_erased_person_s_state_and_their_next_upload_star
     env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), helpers::bootstrap()));
     env.push(("SCHEMA_REGISTRY_URL".into(), helpers::registry_url()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let before_erase = chrono::Utc::now().timestamp_millis() - 1;
     let (_, report, _) = helpers::run_cli(&["users", "erase", "--user", &user], &env, "");
     assert!(report.contains("  ok           stores "), "{report}");
 
@@ -238,13 +240,19 @@ async fn every_task_deletes_the_erased_person_s_state_and_their_next_upload_star
         assert!(!kept.is_empty() && kept.values().all(|&tombstone| !tombstone), "{control_prefix}: {kept:?}");
     }
 
-    // 6 events, the USER_ERASED one, and the new upload.
-    // A new upload of the same night is new again (no de-duplication mark is left), and builds
-    // a fresh baseline: one entry per series, holding this night only.
+    // An upload the ingress accepted before the erase, reaching the processor only now, is
+    // never written; an upload after the erase of a night sent before it is new again (no
+    // de-duplication mark is left) and builds a fresh baseline.
+    send_received(&user, &terra_user, 13, before_erase).await;
     send(&user, &terra_user, 12).await;
-    let after = helpers::read_events(&[setup.topology.topic("terra-biometric-events")], 8, Duration::from_secs(30)).await;
+    // 6 events, the USER_ERASED one, and the new upload.
+
+    // Read for one more than expected: the in-flight upload must not be among them.
+    let after = helpers::read_events(&[setup.topology.topic("terra-biometric-events")], 9, Duration::from_secs(15)).await;
+    assert_eq!(after.len(), 8, "{}", processor.log_tail());
     let fresh = after.iter().filter(|received| received.event.user_id == user && received.event.kind.symbol() != "USER_ERASED").count();
-    assert_eq!(fresh, 4, "three before the erase, and the upload after it is not a duplicate");
+    assert_eq!(fresh, 4, "three before the erase, none in flight, and the upload after it is not a duplicate");
+    assert!(processor.metrics().await.contains("biometric_bridge_erased_in_flight_dropped_total 1\n"), "the in-flight upload was dropped");
     let baseline = changelog("hrv-baseline");
     let rebuilt = last_is_tombstone(&baseline, &format!("{user}|"));
     assert!(rebuilt.values().any(|&tombstone| !tombstone), "a fresh baseline after the upload: {rebuilt:?}");
