@@ -1,6 +1,6 @@
 //! The audit log (table `audit_log`, append-only): who did what to whose data, when, and how it
-//! went: erasures, key rotations, token issue and revoke, connection add and revoke, OAuth callbacks, DLQ replays and
-//! retention deletes. An action that cannot be audited is refused where that is possible (the
+//! went: erasures, key rotations, token issue and revoke, connection add and revoke, OAuth
+//! callbacks, DLQ replays and retention deletes. An action that cannot be audited is refused where that is possible (the
 //! database is checked before a DLQ replay), and reported as a failure where it already happened.
 //!
 //! What goes in is ids only: the person as a keyed pseudonym ([`pseudonym`]), the target as a
@@ -95,7 +95,7 @@ impl Action {
 pub struct Entry {
     pub actor: Actor,
     pub action: Action,
-    /// The person, already pseudonymized ([`Subject`]).
+    /// The person, already pseudonymized ([`Entry::about`]).
     pub subject: Option<String>,
     pub target: Option<String>,
     pub ok: bool,

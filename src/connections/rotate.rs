@@ -23,7 +23,8 @@ pub struct Rotation {
     pub unreadable: Vec<String>,
 }
 
-type Row = (String, String, Vec<u8>, Option<Vec<u8>>);
+/// A row's sealed tokens: access, refresh.
+type Sealed = (Vec<u8>, Option<Vec<u8>>);
 
 pub async fn rotate(pool: &PgPool, cipher: &TokenCipher) -> anyhow::Result<Rotation> {
     let keys: Vec<(String, String)> =
@@ -32,14 +33,13 @@ pub async fn rotate(pool: &PgPool, cipher: &TokenCipher) -> anyhow::Result<Rotat
     for (vendor, vendor_user) in keys {
         let aad = row_aad(vendor_of(&vendor)?, &vendor_user);
         for attempt in 0.. {
-            let row: Option<Row> = sqlx::query_as(
-                "SELECT vendor, vendor_user_id, access_token, refresh_token FROM vendor_connections WHERE vendor = $1 AND vendor_user_id = $2",
-            )
-            .bind(&vendor)
-            .bind(&vendor_user)
-            .fetch_optional(pool)
-            .await?;
-            let Some((_, _, access, refresh)) = row else { break }; // deleted meanwhile
+            let row: Option<Sealed> =
+                sqlx::query_as("SELECT access_token, refresh_token FROM vendor_connections WHERE vendor = $1 AND vendor_user_id = $2")
+                    .bind(&vendor)
+                    .bind(&vendor_user)
+                    .fetch_optional(pool)
+                    .await?;
+            let Some((access, refresh)) = row else { break }; // deleted meanwhile
             let opened = cipher.open(&aad, &access).and_then(|(token, with)| {
                 let refresh = refresh.as_deref().map(|sealed| cipher.open(&aad, sealed)).transpose()?;
                 Ok((token, with, refresh))

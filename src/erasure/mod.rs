@@ -4,10 +4,10 @@
 //!
 //! The order is chosen so that nothing new arrives about the person while the rest is deleted:
 //! 1. **connections**: marked revoked first (no fetch uses their tokens from then on), then
-//!    revoked at the vendor (no webhook is sent for them any more) and deleted. A revocation the
-//!    vendor does not confirm leaves the row, renamed to the person's pseudonym, for the retry
-//!    (`connections revoke --retry-pending`, the processor's reconciliation) to delete once it
-//!    is confirmed;
+//!    renamed to the person's pseudonym, revoked at the vendor (no webhook is sent for them any
+//!    more) and deleted. A revocation the vendor does not confirm leaves the renamed row for the
+//!    retry (`connections revoke --retry-pending`, the processor's reconciliation) to delete
+//!    once it is confirmed;
 //! 2. **upload tokens**: deleted, so the phone's next upload is refused (within the ingress's
 //!    token cache, `TOKEN_CACHE_TTL_SECS`);
 //! 3. **identity links, poll watermarks, history rows**: deleted in one transaction;
@@ -17,9 +17,9 @@
 //!    partition after their data, so each consumer (the PostgreSQL sink too) deletes its copies.
 //!
 //! Not yet cleaned, and reported as such: the person's records in Kafka (raw webhooks, dead
-//! letters, pending fetches, retries, the output topics' events: Kafka cannot delete single records, and
-//! per-user encryption to shred them is not built yet), which go when their retention passes
-//! (the report gives it).
+//! letters, pending fetches, retries, the output topics' events: Kafka cannot delete single
+//! records, and per-user encryption to shred them is not built yet), which go when their
+//! retention passes (the report gives it).
 
 mod notify;
 mod places;
@@ -82,12 +82,13 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<()> {
     // Before the rows that map them go: the stores are keyed by the vendors' ids too.
     let vendor_users = eraser.vendor_users(user).await.context("listing the person's vendor ids")?;
     let mut report = eraser.erase(user).await?;
-    report.places.push(match notify::tell_processors(&args.kafka, &topology, user, &vendor_users).await {
+    let producer = notify::producer(&args.kafka)?;
+    report.places.push(match notify::tell_processors(&producer, &topology, user, &vendor_users).await {
         Ok(place) => place,
         Err(error) => Place::unclean("stores", format!("the processors were not told: {error:#}; re-run users erase")),
     });
     // Last: consumers are told once nothing here can write about the person any more.
-    report.places.push(match notify::tell_consumers(&args.kafka, &args.registry, &topology, user).await {
+    report.places.push(match notify::tell_consumers(&producer, &args.registry, &topology, user).await {
         Ok(place) => place,
         Err(error) => Place::unclean("kafka.user_erased_events", format!("consumers were not told: {error:#}; re-run users erase")),
     });
@@ -141,19 +142,31 @@ impl Eraser<'_> {
 
     async fn connections(&self, user: &str) -> anyhow::Result<Vec<Place>> {
         use crate::connections::revoke::{self, Revoked};
+        let kept_as = self.kept_as(user);
         // This person's connections, and those a previous erase kept for a pending revocation.
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT vendor, vendor_user_id FROM vendor_connections
              WHERE (user_id = $1 AND erased_at IS NULL) OR (user_id = $2 AND erased_at IS NOT NULL) ORDER BY vendor",
         )
         .bind(user)
-        .bind(self.kept_as(user))
+        .bind(&kept_as)
         .fetch_all(self.pool)
         .await?;
         let (mut deleted, mut pending) = (0u64, Vec::new());
         for (symbol, vendor_user) in rows {
             let vendor = crate::connections::store::vendor_of(&symbol)?;
             revoke::mark_revoked(self.pool, vendor, &vendor_user, "erased").await?;
+            // Marked erased before the vendor is called: whatever happens next, the row no longer
+            // names the person, and the one path that deletes erased rows once the vendor
+            // confirmed (`forget_if_erased`, the pending-revocation retry's) deletes it.
+            sqlx::query(
+                "UPDATE vendor_connections SET user_id = $3, erased_at = COALESCE(erased_at, now()) WHERE vendor = $1 AND vendor_user_id = $2",
+            )
+            .bind(&symbol)
+            .bind(&vendor_user)
+            .bind(&kept_as)
+            .execute(self.pool)
+            .await?;
             let outcome = match self.vendor {
                 Some((store, revoker)) => revoker.revoke(store, vendor, &vendor_user).await.unwrap_or_else(|error| {
                     tracing::warn!(vendor = vendor.slug(), %error, "A connection of the erased person cannot be revoked at the vendor.");
@@ -163,26 +176,8 @@ impl Eraser<'_> {
             };
             revoke::record(self.pool, vendor, &vendor_user, &outcome).await?;
             match outcome {
-                Revoked::Confirmed => {
-                    sqlx::query("DELETE FROM vendor_connections WHERE vendor = $1 AND vendor_user_id = $2")
-                        .bind(&symbol)
-                        .bind(&vendor_user)
-                        .execute(self.pool)
-                        .await?;
-                    deleted += 1;
-                }
-                Revoked::Pending(reason) => {
-                    sqlx::query(
-                        "UPDATE vendor_connections SET user_id = $3, erased_at = COALESCE(erased_at, now())
-                         WHERE vendor = $1 AND vendor_user_id = $2",
-                    )
-                    .bind(&symbol)
-                    .bind(&vendor_user)
-                    .bind(self.kept_as(user))
-                    .execute(self.pool)
-                    .await?;
-                    pending.push(format!("{} ({reason})", vendor.slug()));
-                }
+                Revoked::Confirmed => deleted += u64::from(revoke::forget_if_erased(self.pool, vendor, &vendor_user).await?),
+                Revoked::Pending(reason) => pending.push(format!("{} ({reason})", vendor.slug())),
             }
         }
         let mut places = vec![Place::cleaned("postgres.vendor_connections", deleted)];

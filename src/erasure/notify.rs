@@ -19,25 +19,28 @@ use crate::event::{BiometricEvent, Vendor};
 use crate::topology::Topology;
 
 /// The vendor a `USER_ERASED` event on `topic` names: one routed there (the field is required).
-fn vendor_of(topology: &Topology, topic: &str) -> Vendor {
+fn routed_vendor(topology: &Topology, topic: &str) -> Vendor {
     Vendor::ALL.into_iter().find(|&vendor| topology.route(vendor) == topic).unwrap_or(Vendor::Terra)
 }
 
 /// The `USER_ERASED` events for `user`, one per output topic.
 pub fn events(topology: &Topology, user: &str, at_ms: i64) -> Vec<(String, BiometricEvent)> {
-    topology.event_sinks.iter().map(|topic| (topic.clone(), BiometricEvent::user_erased(user, vendor_of(topology, topic), at_ms))).collect()
+    topology
+        .event_sinks
+        .iter()
+        .map(|topic| (topic.clone(), BiometricEvent::user_erased(user, routed_vendor(topology, topic), at_ms)))
+        .collect()
 }
 
 /// Writes the erasure record to every partition of the ingress topic and waits for every
 /// acknowledgement.
 pub async fn tell_processors(
-    kafka: &KafkaArgs,
+    producer: &FutureProducer,
     topology: &Topology,
     user: &str,
     vendor_users: &[(Vendor, String)],
 ) -> anyhow::Result<Place> {
     use rdkafka::producer::Producer as _;
-    let producer = producer(kafka)?;
     let topic = topology.ingress_topic().to_owned();
     let (client, reading) = (producer.clone(), topic.clone());
     let metadata = tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&reading), Duration::from_secs(10))).await??;
@@ -63,16 +66,16 @@ pub async fn tell_processors(
     ))
 }
 
-fn producer(kafka: &KafkaArgs) -> anyhow::Result<FutureProducer> {
+/// The erase's producer: acks=all, idempotent.
+pub fn producer(kafka: &KafkaArgs) -> anyhow::Result<FutureProducer> {
     kafka
         .config_with(&[("acks", "all"), ("enable.idempotence", "true"), ("client.id", "biometric-bridge-users-erase")])?
         .create()
         .context("creating the Kafka producer")
 }
 
-/// Writes the events and waits for every broker acknowledgement (acks=all, idempotent).
-pub async fn tell_consumers(kafka: &KafkaArgs, registry: &RegistryArgs, topology: &Topology, user: &str) -> anyhow::Result<Place> {
-    let producer = producer(kafka)?;
+/// Writes the events and waits for every broker acknowledgement.
+pub async fn tell_consumers(producer: &FutureProducer, registry: &RegistryArgs, topology: &Topology, user: &str) -> anyhow::Result<Place> {
     let settings = registry.settings()?;
     let events = events(topology, user, chrono::Utc::now().timestamp_millis());
     for (topic, event) in &events {

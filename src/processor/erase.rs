@@ -46,9 +46,8 @@ pub fn forget(stores: TaskStores<'_>, user: &str, vendor_users: &[(Vendor, Strin
     }
     // Apple Health's vendor user is our user (the upload token's).
     let apple = (Vendor::AppleHealth, user.to_owned());
-    let every = vendor_users.iter().chain(std::iter::once(&apple));
     if let Some(store) = stores.dedup {
-        for (vendor, id) in every.clone() {
+        for (vendor, id) in vendor_users.iter().chain(std::iter::once(&apple)) {
             for key in store.keys_with_prefix(&format!("{}:{}|", vendor.slug(), key_part(id))) {
                 store.delete(&key);
                 deleted += 1;

@@ -137,7 +137,11 @@ impl Pipeline {
         crate::metrics::RECORDS_IN.with_label_values(&[record.topic]).inc();
         match self.roles.get(record.topic) {
             Some(Role::Rekey { repartition_topic }) => Ok(vec![rekey(record, repartition_topic)]),
-            Some(Role::Normalize { .. }) if let Some(user) = headers::get(record.headers, headers::ERASE_USER) => {
+            // An erasure record has no value: only such records pay for the header lookup.
+            Some(Role::Normalize { .. })
+                if record.payload.is_none()
+                    && let Some(user) = headers::get(record.headers, headers::ERASE_USER) =>
+            {
                 let vendor_users =
                     super::erase::parse_vendor_users(headers::get(record.headers, headers::ERASE_VENDOR_USERS).unwrap_or(""));
                 let at_ms =

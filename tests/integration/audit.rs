@@ -14,10 +14,6 @@ async fn pool() -> sqlx::PgPool {
     database.migrated_pool().await.expect("PostgreSQL")
 }
 
-fn new_key() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
-}
-
 /// Runs `biometric-bridge <args>` as operator `audit-test-operator`.
 fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
     helpers::run_cli(args, &[&[("USER", "audit-test-operator")], env].concat(), stdin)
@@ -26,7 +22,7 @@ fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_are_audited_by_pseudonym_and_the_log_cannot_be_rewritten() {
     let pool = pool().await;
-    let (pseudonym_key, token_key) = (new_key(), new_key());
+    let (pseudonym_key, token_key) = (helpers::random_key(), helpers::random_key());
     let (user, vendor_user) = (helpers::unique("audited-user"), helpers::unique("audited-oura"));
     let env = [("PSEUDONYM_KEY", pseudonym_key.as_str()), ("TOKEN_ENCRYPTION_KEY", token_key.as_str())];
 

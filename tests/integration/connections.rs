@@ -26,11 +26,6 @@ use super::vendor_sim::{SimVendor, VendorSim};
 
 const STATE_SECRET: &str = "state-secret-for-connection-tests";
 
-/// A fresh 32-byte key, as hex.
-fn new_key() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
-}
-
 async fn pool() -> sqlx::PgPool {
     helpers::require_stack();
     let database = DatabaseArgs { database_url: helpers::database_url(), database_max_connections: 4 };
@@ -92,7 +87,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_adds_lists_and_revokes_without_ever_showing_a_token() {
     let pool = pool().await;
-    let key = new_key();
+    let key = helpers::random_key();
     let (user, vendor_user) = (helpers::unique("user"), helpers::unique("oura-cli"));
     let (access, refresh) = (format!("at-{}", uuid::Uuid::new_v4()), format!("rt-{}", uuid::Uuid::new_v4()));
     let json = format!(r#"{{"access_token":"{access}","refresh_token":"{refresh}","expires_in":86400,"scope":"daily personal"}}"#);
@@ -168,7 +163,7 @@ async fn the_cli_adds_lists_and_revokes_without_ever_showing_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_racing_on_an_expired_oura_token_refresh_it_once() {
     let sim = VendorSim::start();
-    let key = new_key();
+    let key = helpers::random_key();
     let user = helpers::unique("user");
     let (vendor_user, old_access, old_refresh) = connected_user(&sim, &key, &user, -10).await;
     let before = store(&key).await.get(Vendor::Oura, &vendor_user).await.unwrap().unwrap().token_version;
@@ -213,7 +208,7 @@ async fn two_processors_racing_on_an_expired_oura_token_refresh_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_401_the_token_is_refreshed_once_for_all_callers() {
     let sim = VendorSim::start();
-    let key = new_key();
+    let key = helpers::random_key();
     let (vendor_user, access, _) = connected_user(&sim, &key, "user-401", 3600).await;
     let tokens = AccessTokens::new(store(&key).await, oura_clients(&sim), redis().await, Duration::from_secs(15));
     let rejected = tokens.access_token(Vendor::Oura, &vendor_user).await.unwrap();
@@ -232,7 +227,7 @@ async fn after_a_401_the_token_is_refreshed_once_for_all_callers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_user_ends_needs_reauth() {
     let sim = VendorSim::start();
-    let key = new_key();
+    let key = helpers::random_key();
     let (vendor_user, _, refresh) = connected_user(&sim, &key, "user-r", -10).await;
     let store = store(&key).await;
     sim.revoke_user(SimVendor::Oura, &vendor_user);
@@ -321,7 +316,7 @@ fn authorize_state(user: &str) -> String {
 async fn the_oauth_callback_stores_the_connection_and_its_identity_link() {
     biometric_bridge::connections::http::install_tls_provider();
     let sim = VendorSim::start();
-    let key = new_key();
+    let key = helpers::random_key();
     let (addr, shutdown) = oauth_ingress(&sim, &key).await;
     let http = reqwest::Client::new();
     let callback = |vendor: &str, query: &[(&str, &str)]| {
@@ -403,7 +398,7 @@ async fn the_oauth_callback_stores_the_connection_and_its_identity_link() {
 /// have, are reported unreadable and left as they are.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_token_key_re_encrypts_every_token_readable_under_the_old_one() {
-    let (old_key, new_key) = (new_key(), new_key());
+    let (old_key, new_key) = (helpers::random_key(), helpers::random_key());
     let (first, second) = (helpers::unique("rot-a"), helpers::unique("rot-b"));
     for vendor_user in [&first, &second] {
         let granted = tokens(&format!("at-{vendor_user}"), &format!("rt-{vendor_user}"), chrono::Duration::hours(1));

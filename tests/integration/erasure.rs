@@ -65,7 +65,7 @@ async fn an_erased_person_leaves_no_row_and_a_pending_vendor_revocation_only_a_p
     let (control_oura, _) = person(&setup, &pool, &control).await;
     assert!(!traces(&pool, &[&user, &oura, &whoop]).await.is_empty(), "the setup put the person everywhere");
 
-    let pseudonym_key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let pseudonym_key = helpers::random_key();
     let mut env: Vec<(String, String)> = setup.env();
     env.push(("PSEUDONYM_KEY".into(), pseudonym_key.clone()));
     env.push(("OURA_REVOKE_URL".into(), format!("{}/oauth/revoke", setup.sim.oura_base())));

@@ -37,7 +37,7 @@ impl Setup {
         .await;
         let pool = sqlx::PgPool::connect(&helpers::database_url()).await.unwrap();
         sqlx::migrate!("./migrations").run(&pool).await.unwrap();
-        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let key = helpers::random_key();
         let store = ConnectionStore::new(pool, TokenCipher::from_secret(&Secret::new(key.clone())).unwrap());
         Setup { key, sim: VendorSim::start(), topology, store }
     }

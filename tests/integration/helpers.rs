@@ -86,6 +86,11 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, Strin
     (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
 }
 
+/// A fresh 32-byte key as 64 hex characters (TOKEN_ENCRYPTION_KEY, PSEUDONYM_KEY).
+pub fn random_key() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
 /// Writes one history row (`biometric_events`) for `user`, measured at `measured_at` (RFC 3339).
 pub async fn insert_history_row(pool: &sqlx::PgPool, user: &str, measured_at: &str) {
     sqlx::query(
