@@ -39,6 +39,7 @@ const INGRESS_SECRETS: &str = concat!(
   TOKEN_ENCRYPTION_KEY[_FILE]       encrypts stored OAuth tokens (64 hex characters)
   OAUTH_STATE_SECRET[_FILE]         signs the OAuth callback's state
   PSEUDONYM_KEY[_FILE]              names people in the audit log by keyed pseudonym (64 hex)
+  DATA_ENCRYPTION_KEY[_FILE]        wraps the per-user keys sealing webhooks at rest (64 hex)
 ",
     kafka_secrets!()
 );
@@ -47,6 +48,7 @@ const PROCESS_SECRETS: &str = concat!(
     "Secrets (environment only; NAME or NAME_FILE):
   TOKEN_ENCRYPTION_KEY[_FILE]       decrypts stored OAuth tokens for the fetch stage
   TOKEN_ENCRYPTION_KEY_PREVIOUS[_FILE]  during a key rotation: the old key, read only
+  DATA_ENCRYPTION_KEY[_FILE]        opens sealed records (and _PREVIOUS during a rotation)
   OURA_CLIENT_SECRET[_FILE]         Oura token refresh
   WHOOP_CLIENT_SECRET[_FILE]        WHOOP token refresh
   TERRA_API_KEY[_FILE]              Terra API (large requests, reconciliation)
@@ -112,6 +114,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: crate::audit::cli::AuditCommand,
+    },
+    /// Manage the per-user data keys that seal health data at rest in Kafka.
+    Keys {
+        #[command(subcommand)]
+        command: crate::at_rest::cli::KeysCommand,
     },
     /// Manage the app's Oura webhook subscriptions (run `subscriptions ensure` daily from cron).
     Subscriptions {

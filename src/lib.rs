@@ -23,6 +23,7 @@
 //! - `cli.rs`, `config.rs`, `secret.rs`, `telemetry.rs`, `metrics.rs`, `shutdown.rs`, `startup.rs`
 //!   (waiting for dependencies at start), `db.rs`: plumbing.
 
+pub mod at_rest;
 pub mod audit;
 pub mod cli;
 pub mod config;

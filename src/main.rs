@@ -88,6 +88,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
         Command::Connections { command } => connections::cli::run(command).await,
         Command::Subscriptions { command } => connections::subscriptions_cli::run(command).await,
         Command::Audit { command } => biometric_bridge::audit::cli::run(command).await,
+        Command::Keys { command } => biometric_bridge::at_rest::cli::run(command).await,
         Command::Events {
             command: EventsCommand::Tail { topics, from_beginning, max, idle_timeout_secs, since_ms, kafka, registry, topology },
         } => {

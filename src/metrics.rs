@@ -265,6 +265,12 @@ pub static ERASED_IN_FLIGHT_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Events of an erased person received before the erase but processed after it: dropped, never written.",
     )
 });
+pub static AT_REST_ERASED_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "biometric_bridge_at_rest_erased_skipped_total",
+        "Records sealed under an erased person's data key, skipped unread (crypto-shredded).",
+    )
+});
 pub static SINK_RETENTION_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("biometric_bridge_sink_retention_deleted_total", "History rows deleted by the retention job (sink postgres --retention).")
 });
@@ -356,6 +362,7 @@ fn init_processor() {
     LazyLock::force(&END_TO_END_LATENCY);
     LazyLock::force(&DUPLICATES_DROPPED);
     LazyLock::force(&ERASURES_APPLIED);
+    LazyLock::force(&AT_REST_ERASED_SKIPPED);
     LazyLock::force(&ERASED_IN_FLIGHT_DROPPED);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&STORE_ENTRIES);

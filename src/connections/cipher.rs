@@ -73,17 +73,22 @@ pub fn row_aad(vendor: Vendor, vendor_user_id: &str) -> String {
     format!("{}:{vendor_user_id}", vendor.symbol())
 }
 
+/// A ChaCha20-Poly1305 key from its secret: 32 bytes as 64 hex characters or standard base64
+/// (`TOKEN_ENCRYPTION_KEY`, `DATA_ENCRYPTION_KEY`); `None` when it is neither.
+pub fn aead_from_secret(secret: &Secret) -> Option<ChaCha20Poly1305> {
+    let text = secret.expose().trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        hex::decode(text).ok()?
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).ok()?
+    };
+    ChaCha20Poly1305::new_from_slice(&bytes).ok()
+}
+
 impl TokenCipher {
     /// The key from its secret: 32 bytes as 64 hex characters or standard base64.
     pub fn from_secret(secret: &Secret) -> Result<Self, CipherError> {
-        let text = secret.expose().trim();
-        let invalid = CipherError::InvalidKey { length: text.chars().count() };
-        let bytes = if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            hex::decode(text).map_err(|_| invalid.clone())?
-        } else {
-            base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| invalid.clone())?
-        };
-        let aead = ChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| invalid)?;
+        let aead = aead_from_secret(secret).ok_or(CipherError::InvalidKey { length: secret.expose().trim().chars().count() })?;
         Ok(TokenCipher { aead, previous: None })
     }
 

@@ -44,16 +44,21 @@ pub enum DlqCommand {
         #[command(flatten)]
         source: DlqSource,
     },
-    /// Print one dead letter: every header, and the payload (text if UTF-8, else hex).
+    /// Print one dead letter: every header, and the payload (text if UTF-8, else hex). A sealed
+    /// payload is opened with its data key (DATA_ENCRYPTION_KEY and the database) while the key
+    /// exists.
     Show {
         /// `<partition>/<offset>`, as `dlq list` prints it.
         #[arg(value_parser = parse_position)]
         position: (i32, i64),
-        /// Write only the payload's bytes, unchanged, to stdout (e.g. to save or diff it).
+        /// Write only the payload's bytes, unchanged, to stdout (e.g. to save or diff it, or to
+        /// verify its signature again): the opened body when it was sealed.
         #[arg(long)]
         raw: bool,
         #[command(flatten)]
         source: DlqSource,
+        #[command(flatten)]
+        database: crate::config::DatabaseArgs,
     },
     /// Re-produce dead letters to their source topic with their original key, bytes and headers
     /// plus `replayed-from`. Dead letters already replayed there are skipped (see `--force`).
@@ -88,12 +93,17 @@ pub async fn run(command: DlqCommand, shutdown: CancellationToken) -> anyhow::Re
             }
             Ok(())
         }
-        DlqCommand::Show { position: (partition, offset), raw, source } => {
+        DlqCommand::Show { position: (partition, offset), raw, source, database } => {
             let topic = source.topology.load()?.dlq_topic;
             let kafka = source.kafka.clone();
             let reading = topic.clone();
             let letter = tokio::task::spawn_blocking(move || read::read_one(&kafka, &reading, partition, offset)).await??;
-            let bytes = if raw { letter.payload.clone().unwrap_or_default() } else { print::show(&topic, &letter) };
+            let (letter, sealed) = open_sealed(letter, &database).await?;
+            if raw && sealed.as_ref().is_some_and(|sealed| !sealed.opened) {
+                anyhow::bail!("{}", sealed.map(|sealed| sealed.note).unwrap_or_default());
+            }
+            let note = sealed.map(|sealed| sealed.note);
+            let bytes = if raw { letter.payload.clone().unwrap_or_default() } else { print::show(&topic, &letter, note.as_deref()) };
             std::io::stdout().lock().write_all(&bytes)?;
             Ok(())
         }
@@ -215,4 +225,36 @@ async fn replay(
         tracing::warn!(skipped = skipped_done, "Some dead letters were already replayed and were skipped; --force replays them again.");
     }
     Ok(ReplayCounts { replayed, skipped: skipped_done + skipped_orphan })
+}
+
+/// What `show` says about a sealed payload.
+struct SealedNote {
+    opened: bool,
+    note: String,
+}
+
+/// `letter` with its payload opened, if it was sealed and its key exists.
+async fn open_sealed(mut letter: DeadLetter, database: &crate::config::DatabaseArgs) -> anyhow::Result<(DeadLetter, Option<SealedNote>)> {
+    use crate::at_rest::{self, Reading};
+    let Some(sealed) = letter.payload.as_deref().and_then(at_rest::envelope::parse) else { return Ok((letter, None)) };
+    let key_id = sealed.key_id;
+    let Some(kek) = at_rest::Kek::from_env()? else {
+        let note = format!("sealed under data key {key_id}; set DATA_ENCRYPTION_KEY to open it");
+        return Ok((letter, Some(SealedNote { opened: false, note })));
+    };
+    let keys = at_rest::DataKeys::new(database.migrated_pool().await?, kek, std::time::Duration::ZERO);
+    let payload = letter.payload.clone().unwrap_or_default();
+    let note = match at_rest::read(Some(&keys), &payload).await? {
+        Reading::Opened(opened) => {
+            letter.payload = Some(opened.body);
+            let user = opened.vendor_user_id.map_or_else(|| "none".to_owned(), |user| format!("{user:?}"));
+            SealedNote { opened: true, note: format!("opened from data key {key_id} (vendor user id {user})") }
+        }
+        Reading::Erased { .. } => SealedNote {
+            opened: false,
+            note: format!("sealed under data key {key_id}, which was erased: the payload is unreadable for good"),
+        },
+        Reading::Plain => unreachable!("parsed as sealed above"),
+    };
+    Ok((letter, Some(note)))
 }

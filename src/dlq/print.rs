@@ -51,8 +51,8 @@ pub fn list_line(letter: &DeadLetter) -> String {
     line
 }
 
-/// The whole of `dlq show`.
-pub fn show(topic: &str, letter: &DeadLetter) -> Vec<u8> {
+/// The whole of `dlq show`; `sealed` says what opening a sealed payload gave.
+pub fn show(topic: &str, letter: &DeadLetter, sealed: Option<&str>) -> Vec<u8> {
     let mut out = String::new();
     let _ = writeln!(out, "dead letter  {topic}/{}", letter.position());
     let _ = writeln!(
@@ -65,6 +65,9 @@ pub fn show(topic: &str, letter: &DeadLetter) -> Vec<u8> {
     let _ = writeln!(out, "headers      {}", letter.headers.len());
     for (key, value) in &letter.headers {
         let _ = writeln!(out, "  {key}: {}", value.as_deref().map_or("(null)".to_owned(), printable));
+    }
+    if let Some(sealed) = sealed {
+        let _ = writeln!(out, "sealed       {sealed}");
     }
     let mut out = out.into_bytes();
     match letter.payload.as_deref() {
@@ -113,7 +116,7 @@ mod tests {
 
     #[test]
     fn show_prints_every_header_and_the_exact_payload() {
-        let text = String::from_utf8(show("raw-webhooks.dlq", &letter(7, "invalid_json", 1_764_144_000_123))).unwrap();
+        let text = String::from_utf8(show("raw-webhooks.dlq", &letter(7, "invalid_json", 1_764_144_000_123), None)).unwrap();
         assert!(text.starts_with("dead letter  raw-webhooks.dlq/0/7\ntimestamp    2025-11-26T08:00:00.123Z (1764144000123 ms)\nkey          terra:user-1\nheaders      9\n"));
         for line in ["  vendor: terra\n", "  binary: hex:ff00\n", "  empty: (null)\n", "  source-offset: 1234\n"] {
             assert!(text.contains(line), "{line:?} in {text}");
@@ -125,7 +128,7 @@ mod tests {
     fn show_prints_binary_payloads_as_hex() {
         let mut dead = letter(7, "invalid_json", 0);
         dead.payload = Some(vec![0xc3, 0x28, 0x00]);
-        let text = String::from_utf8(show("dlq", &dead)).unwrap();
+        let text = String::from_utf8(show("dlq", &dead, None)).unwrap();
         assert!(text.ends_with("payload      3 bytes, not UTF-8, hex:\nc32800\n"), "{text}");
     }
 }

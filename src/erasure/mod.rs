@@ -16,10 +16,13 @@
 //! 5. **consumers told**: a `USER_ERASED` event on every output topic, on the person's
 //!    partition after their data, so each consumer (the PostgreSQL sink too) deletes its copies.
 //!
-//! Not yet cleaned, and reported as such: the person's records in Kafka (raw webhooks, dead
-//! letters, pending fetches, retries, the output topics' events: Kafka cannot delete single
-//! records, and per-user encryption to shred them is not built yet), which go when their
-//! retention passes (the report gives it).
+//! Kafka cannot delete single records. What the ingress sealed (`at_rest`) is shredded in step 3:
+//! the person's data keys are deleted with their rows, and their raw webhooks, dead letters,
+//! pending fetches and retries are unreadable from then on. The output topics' events stay
+//! readable Avro until retention by design; consumers delete their copies on `USER_ERASED`.
+//! Not yet cleaned, and reported as such: records the project does not seal (Terra's own Kafka
+//! destination, its repartition copies and the payloads downloaded from its pointers), which go
+//! when their retention passes (the report gives it).
 
 mod notify;
 mod places;
@@ -81,7 +84,7 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<()> {
 
     // Before the rows that map them go: the stores are keyed by the vendors' ids too.
     let vendor_users = eraser.vendor_users(user).await.context("listing the person's vendor ids")?;
-    let mut report = eraser.erase(user).await?;
+    let mut report = eraser.erase(user, &vendor_users).await?;
     let producer = notify::producer(&args.kafka)?;
     report.places.push(match notify::tell_processors(&producer, &topology, user, &vendor_users).await {
         Ok(place) => place,
@@ -110,10 +113,10 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<()> {
 
 impl Eraser<'_> {
     /// Steps 1 to 3 of the module's order; the report of each place.
-    pub async fn erase(&self, user: &str) -> anyhow::Result<Report> {
+    pub async fn erase(&self, user: &str, vendor_users: &[(crate::event::Vendor, String)]) -> anyhow::Result<Report> {
         let mut report = Report::default();
         report.places.extend(self.connections(user).await?);
-        report.places.extend(self.rows(user).await.context("deleting the person's rows")?);
+        report.places.extend(self.rows(user, vendor_users).await.context("deleting the person's rows")?);
         Ok(report)
     }
 
@@ -195,8 +198,14 @@ impl Eraser<'_> {
         Ok(places)
     }
 
-    async fn rows(&self, user: &str) -> sqlx::Result<Vec<Place>> {
+    async fn rows(&self, user: &str, vendor_users: &[(crate::event::Vendor, String)]) -> sqlx::Result<Vec<Place>> {
+        // Their data keys: every record sealed for them in Kafka is unreadable once this commits
+        // (and every ingress forgets its cached keys, notified in the same transaction).
+        let mut subjects: Vec<String> =
+            vendor_users.iter().map(|(vendor, id)| crate::at_rest::keys::subject(*vendor, Some(id.as_str()))).collect();
+        subjects.push(crate::at_rest::keys::subject(crate::event::Vendor::AppleHealth, Some(user)));
         let mut tx = self.pool.begin().await?;
+        let keys = crate::at_rest::keys::erase(&mut tx, &subjects).await?;
         let tokens = sqlx::query("DELETE FROM ingest_tokens WHERE user_id = $1").bind(user).execute(&mut *tx).await?.rows_affected();
         let watermarks = sqlx::query(
             "DELETE FROM poll_watermarks w USING identity_links l
@@ -210,6 +219,14 @@ impl Eraser<'_> {
         let history = sqlx::query("DELETE FROM biometric_events WHERE user_id = $1").bind(user).execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
         Ok(vec![
+            Place::written(
+                "kafka.at_rest",
+                keys,
+                format!(
+                    "{keys} data key(s) deleted: the person's sealed webhooks, dead letters, pending fetches and retries \
+                     are unreadable (crypto-shredded) until retention removes them"
+                ),
+            ),
             Place::cleaned("postgres.ingest_tokens", tokens),
             Place::cleaned("postgres.poll_watermarks", watermarks),
             Place::cleaned("postgres.identity_links", links),

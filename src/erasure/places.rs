@@ -56,7 +56,7 @@ impl Report {
     }
 }
 
-/// The Kafka places the erase cannot clean yet, with when their records go.
+/// The Kafka places beyond the sealed ones, with when their records go.
 pub fn kafka(topology: &Topology) -> Vec<Place> {
     let days = |names: &mut dyn Iterator<Item = &str>| -> Vec<String> {
         names
@@ -67,31 +67,33 @@ pub fn kafka(topology: &Topology) -> Vec<Place> {
             .collect()
     };
     let outputs = days(&mut topology.event_sinks.iter().map(String::as_str));
-    let compacted = |name: &str| topology.topic(name).is_some_and(|t| t.configs.get("cleanup.policy").is_some_and(|p| p == "compact"));
-    let at_rest = days(
-        &mut topology
-            .topics
-            .iter()
-            .map(|topic| topic.name.as_str())
-            .filter(|name| !topology.event_sinks.iter().any(|sink| sink == name) && !compacted(name)),
-    );
-    vec![
-        Place::unclean(
-            "kafka.at_rest",
+    let mut places = Vec::new();
+    // Records others write (Terra's destination) and their copies are not sealed yet.
+    let unsealed: Vec<&str> = topology
+        .sources
+        .iter()
+        .filter(|source| source.format != crate::topology::SourceFormat::Ingress)
+        .flat_map(|source| std::iter::once(source.topic.as_str()).chain(source.repartition_topic.as_deref()))
+        .collect();
+    if !unsealed.is_empty() {
+        places.push(Place::unclean(
+            "kafka.unsealed",
             format!(
-                "Kafka cannot delete single records and per-user encryption (crypto-shredding) is not built yet; the \
-                 person's webhooks, dead letters, fetches and retries go when retention passes: {}",
-                at_rest.join(", ")
+                "records of Terra's own Kafka destination, their repartition copies and the payloads downloaded from its \
+                 pointers are not sealed: they go when retention passes ({})",
+                days(&mut unsealed.into_iter()).join(", ")
             ),
+        ));
+    }
+    places.push(Place::written(
+        "kafka.outputs",
+        0,
+        format!(
+            "events stay readable Avro by design until retention ({}); consumers delete their copies on USER_ERASED",
+            outputs.join(", ")
         ),
-        Place::unclean(
-            "kafka.outputs",
-            format!(
-                "the person's events stay readable until retention passes ({}); consumers delete their copies on USER_ERASED",
-                outputs.join(", ")
-            ),
-        ),
-    ]
+    ));
+    places
 }
 
 #[cfg(test)]
@@ -99,21 +101,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_report_names_every_place_the_shipped_topology_keeps_and_its_retention() {
+    fn the_report_names_the_unsealed_places_of_the_shipped_topology_and_their_retention() {
         let topology = Topology::parse(include_str!("../../topologies/biometric.toml"), "biometric.toml").unwrap();
         let places = kafka(&topology);
-        let at_rest = &places[0].note;
-        for part in ["raw-webhooks 14 d", "raw-webhooks.dlq 30 d", "pending-fetch 14 d"] {
-            assert!(at_rest.contains(part), "{part} in {at_rest}");
-        }
-        assert!(!at_rest.contains("changelog") && !at_rest.contains("biometric-events"), "{at_rest}");
+        let unsealed = &places[0].note;
+        assert_eq!(places[0].name, "kafka.unsealed");
+        assert!(unsealed.contains("terra-direct 14 d") && unsealed.contains("terra-direct-repartition 14 d"), "{unsealed}");
+        assert!(!unsealed.contains("raw-webhooks") && !unsealed.contains("changelog"), "{unsealed}");
         assert!(places[1].note.contains("terra-biometric-events 30 d") && places[1].note.contains("biometric-events 30 d"));
 
         let mut report = Report { places: vec![Place::cleaned("postgres.ingest_tokens", 2)] };
         report.places.extend(places);
-        assert_eq!(report.unclean(), ["kafka.at_rest", "kafka.outputs"]);
+        assert_eq!(report.unclean(), ["kafka.unsealed"]);
         let text = report.render("user-7");
         assert!(text.starts_with("erase of user user-7\n  ok           postgres.ingest_tokens       2 removed\n"), "{text}");
-        assert_eq!(text.matches("NOT CLEANED").count(), 2);
+        assert_eq!(text.matches("NOT CLEANED").count(), 1);
     }
 }

@@ -66,6 +66,16 @@ pub struct IngressArgs {
     #[arg(long, env = "INSECURE_SKIP_SIGNATURES")]
     pub insecure_skip_signatures: bool,
 
+    /// Write webhook bodies to Kafka unsealed when DATA_ENCRYPTION_KEY is not set: an erase then
+    /// cannot shred them. Local development only: logs a warning at every start.
+    #[arg(long, env = "INSECURE_PLAINTEXT_AT_REST")]
+    pub insecure_plaintext_at_rest: bool,
+
+    /// How long the ingress uses a user's data key before reading it again. An erase also tells
+    /// every ingress at once (PostgreSQL NOTIFY); this bounds a missed notification.
+    #[arg(long, env = "DATA_KEY_CACHE_TTL_SECS", default_value_t = 60)]
+    pub data_key_cache_ttl_secs: u64,
+
     /// How long to wait for Kafka's acknowledgement before answering 503.
     #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
     pub produce_timeout_ms: u64,

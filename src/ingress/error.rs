@@ -51,6 +51,10 @@ pub enum IngressError {
     KafkaRejected,
     #[error("token store unavailable; retry later")]
     TokenStoreUnavailable { retry_after_secs: u64 },
+    /// The per-user data key could not be read or created (PostgreSQL): nothing is written
+    /// unsealed instead.
+    #[error("key store unavailable; retry later")]
+    KeyStoreUnavailable { retry_after_secs: u64 },
 }
 
 impl IngressError {
@@ -67,7 +71,8 @@ impl IngressError {
             IngressError::Overloaded { .. }
             | IngressError::KafkaUnavailable { .. }
             | IngressError::CircuitOpen { .. }
-            | IngressError::TokenStoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | IngressError::TokenStoreUnavailable { .. }
+            | IngressError::KeyStoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -91,6 +96,7 @@ impl IngressError {
             IngressError::KafkaUnavailable { .. } => "kafka_unavailable",
             IngressError::CircuitOpen { .. } => "circuit_open",
             IngressError::TokenStoreUnavailable { .. } => "token_store_unavailable",
+            IngressError::KeyStoreUnavailable { .. } => "key_store_unavailable",
         }
     }
 
@@ -99,7 +105,8 @@ impl IngressError {
             IngressError::Overloaded { retry_after_secs }
             | IngressError::KafkaUnavailable { retry_after_secs }
             | IngressError::CircuitOpen { retry_after_secs }
-            | IngressError::TokenStoreUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            | IngressError::TokenStoreUnavailable { retry_after_secs }
+            | IngressError::KeyStoreUnavailable { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -64,6 +64,9 @@ pub struct IngressState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// `GET /oauth/{vendor}/callback`: users connecting Oura / WHOOP (off per vendor when unconfigured).
     pub oauth: OAuthCallback,
+    /// Seals each body under its user's data key (`DATA_ENCRYPTION_KEY`); `None` only with
+    /// `--insecure-plaintext-at-rest`.
+    pub at_rest: Option<Arc<crate::at_rest::DataKeys>>,
 }
 
 impl IngressState {
@@ -116,6 +119,24 @@ impl Ingress {
 
     /// [`Ingress::build`] with the OAuth callback's secrets given rather than read (tests).
     pub async fn build_with_oauth(args: &IngressArgs, secrets: VendorSecrets, oauth_secrets: OAuthSecrets) -> anyhow::Result<Ingress> {
+        Self::build_with(args, secrets, oauth_secrets, crate::at_rest::Kek::from_env()?).await
+    }
+
+    /// [`Ingress::build`] with every secret given rather than read (tests); `kek` is
+    /// `DATA_ENCRYPTION_KEY`'s.
+    pub async fn build_with(
+        args: &IngressArgs,
+        secrets: VendorSecrets,
+        oauth_secrets: OAuthSecrets,
+        kek: Option<crate::at_rest::Kek>,
+    ) -> anyhow::Result<Ingress> {
+        if kek.is_none() && !args.insecure_plaintext_at_rest {
+            anyhow::bail!(
+                "DATA_ENCRYPTION_KEY (or DATA_ENCRYPTION_KEY_FILE) is not set: without it webhook bodies would be written to Kafka \
+                 unsealed, and an erase could not shred them. Set it (`openssl rand -hex 32`), or pass \
+                 --insecure-plaintext-at-rest for local development only"
+            );
+        }
         let signed_vendor_configured = secrets.terra.is_some() || secrets.oura.is_some() || secrets.whoop.is_some();
         if !signed_vendor_configured && !args.insecure_skip_signatures {
             anyhow::bail!(
@@ -124,6 +145,15 @@ impl Ingress {
             );
         }
         let pool = database_pool(&args.database).await?;
+        let at_rest = match kek {
+            Some(kek) => {
+                Some(Arc::new(crate::at_rest::DataKeys::new(pool.clone(), kek, Duration::from_secs(args.data_key_cache_ttl_secs))))
+            }
+            None => {
+                tracing::warn!("INSECURE: webhook bodies are written to Kafka unsealed (--insecure-plaintext-at-rest); development only.");
+                None
+            }
+        };
         let oauth = OAuthCallback::build(&args.oauth, args.oauth_redirect_base.as_deref(), pool.clone(), oauth_secrets, &secrets)?;
         oauth.log_startup();
         let tolerances = auth::Tolerances {
@@ -134,6 +164,7 @@ impl Ingress {
         let auth = Authenticator::new(secrets, tolerances, args.insecure_skip_signatures, true);
         auth.log_startup();
 
+        let sealing_overhead = if at_rest.is_some() { crate::at_rest::envelope::MAX_OVERHEAD } else { 0 };
         let raw_topic = match &args.raw_topic {
             Some(topic) => topic.clone(),
             None => args.topology.load()?.ingress_topic().to_owned(),
@@ -146,7 +177,7 @@ impl Ingress {
                 linger_ms: args.linger_ms,
                 batch_size: args.batch_size,
                 compression: args.compression.clone(),
-                max_body_bytes: args.max_body_bytes.max(args.terra_max_body_bytes),
+                max_body_bytes: args.max_body_bytes.max(args.terra_max_body_bytes) + sealing_overhead,
                 circuit_failure_threshold: args.circuit_failure_threshold,
                 circuit_recovery: Duration::from_secs(args.circuit_recovery_secs),
             },
@@ -174,8 +205,10 @@ impl Ingress {
             terra_max_body_bytes: args.terra_max_body_bytes,
             body_budget: Arc::new(tokio::sync::Semaphore::new((args.max_buffered_body_bytes / 1024).clamp(1, u32::MAX as usize >> 3))),
             oauth,
+            at_rest,
         });
-        check_raw_topic(&args.kafka, &raw_topic, args.max_body_bytes, args.terra_max_body_bytes).await?;
+        check_raw_topic(&args.kafka, &raw_topic, args.max_body_bytes + sealing_overhead, args.terra_max_body_bytes + sealing_overhead)
+            .await?;
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {} (BRIDGE_HTTP_ADDR): {error}", args.http_addr))?;
@@ -225,6 +258,9 @@ impl Ingress {
         let addr = self.local_addr();
         tracing::info!(%addr, "Ingress listening.");
         let app = router(self.state.clone(), self.metrics_listener.is_none());
+        if let Some(keys) = &self.state.at_rest {
+            tokio::spawn(keys.clone().follow_erasures(shutdown.clone()));
+        }
         let probe = tokio::spawn(kafka_health::watch(self.state.clone(), self.kafka.clone(), self.raw_topic.clone(), shutdown.clone()));
         // The scraper's port: plain axum, as the processor's; it is not reachable from outside.
         let scrape = self.metrics_listener.map(|listener| {

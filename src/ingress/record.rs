@@ -38,6 +38,15 @@ impl Accepted {
     /// The record headers: ours, plus the vendor's signature headers for audit. The bearer
     /// token of Apple Health is deliberately not among them.
     pub fn headers(&self, request_headers: &HeaderMap) -> OwnedHeaders {
+        self.headers_naming_user(request_headers, true)
+    }
+
+    /// [`Accepted::headers`] of a sealed record: the user id travels inside the seal.
+    pub fn sealed_headers(&self, request_headers: &HeaderMap) -> OwnedHeaders {
+        self.headers_naming_user(request_headers, false)
+    }
+
+    fn headers_naming_user(&self, request_headers: &HeaderMap, name_user: bool) -> OwnedHeaders {
         let content_type = request_headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("application/json");
         let mut out = OwnedHeaders::new();
         out = headers::with(out, headers::VENDOR, self.vendor.slug());
@@ -46,6 +55,7 @@ impl Accepted {
         out = headers::with(out, headers::CONTENT_TYPE, content_type);
         out = headers::with(out, headers::TRACE_ID, &self.trace_id);
         if self.vendor == Vendor::AppleHealth
+            && name_user
             && let Some(user) = &self.vendor_user_id
         {
             out = headers::with(out, headers::VENDOR_USER_ID, user);

@@ -140,7 +140,21 @@ async fn handle(
     };
 
     let accepted = Accepted { vendor, delivery_id, trace_id, vendor_user_id, received_at_ms };
-    let written = state.producer.send(&accepted.key(), &body, accepted.headers(&parts.headers)).await.map_err(|error| match error {
+    // Sealed, the record's key and headers name the data key, never the user.
+    let (key, value, headers) = match &state.at_rest {
+        Some(keys) => match crate::at_rest::seal(keys, vendor, accepted.vendor_user_id.as_deref(), &body).await {
+            Ok(sealed) => (sealed.key, std::borrow::Cow::Owned(sealed.value), accepted.sealed_headers(&parts.headers)),
+            Err(error) => {
+                tracing::warn!(%error, "The user's data key cannot be read; the webhook is refused, not written unsealed.");
+                if let Some((dedup, claim)) = &claim {
+                    dedup.release(claim).await;
+                }
+                return Err(IngressError::KeyStoreUnavailable { retry_after_secs: 5 });
+            }
+        },
+        None => (accepted.key(), std::borrow::Cow::Borrowed(&body[..]), accepted.headers(&parts.headers)),
+    };
+    let written = state.producer.send(&key, &value, headers).await.map_err(|error| match error {
         ProduceError::CircuitOpen { retry_after } => IngressError::CircuitOpen { retry_after_secs: retry_after.as_secs().max(1) },
         ProduceError::Rejected(_) => IngressError::KafkaRejected,
         ProduceError::Unavailable(_) | ProduceError::Timeout => {

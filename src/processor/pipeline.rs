@@ -44,6 +44,25 @@ pub struct Record<'a> {
     pub headers: Option<&'a BorrowedHeaders>,
     /// The Kafka record timestamp, ms.
     pub timestamp_ms: Option<i64>,
+    /// Set when `payload` is the opened form of a value sealed at rest (`at_rest`).
+    pub at_rest: Option<AtRest<'a>>,
+}
+
+/// A sealed record's stored form, beside its opened payload.
+#[derive(Clone, Copy)]
+pub struct AtRest<'a> {
+    /// The bytes as stored: what is copied on wherever the record's bytes go (dead letters,
+    /// pending fetches, fetch retries), so they stay sealed there too.
+    pub stored: &'a [u8],
+    /// The vendor user id the seal carried (the ingress keeps it out of the headers).
+    pub vendor_user_id: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    /// The value as it was stored: sealed if it was.
+    pub fn stored_payload(&self) -> Option<&'a [u8]> {
+        self.at_rest.map(|at_rest| at_rest.stored).or(self.payload)
+    }
 }
 
 /// A record to write inside the current transaction.
@@ -214,14 +233,16 @@ impl Pipeline {
                             &format!("{}/{}/{}", record.topic, record.partition, record.offset),
                         );
                     }
-                } else {
+                } else if record.at_rest.is_none() {
+                    // For operators reading the topic; a sealed record keeps the path (it names
+                    // the vendor's record) inside its seal, where the fetch stage reads it.
                     out = headers::with(out, headers::FETCH_PATH, &fetch.api_path);
                 }
                 out = headers::with(out, headers::FETCH_DATA_TYPE, &fetch.data_type);
                 Ok(vec![Output {
                     topic: self.topology.pending_fetch_topic.clone(),
                     key: record.key.map(<[u8]>::to_vec),
-                    payload: body.to_vec(),
+                    payload: record.stored_payload().unwrap_or(body).to_vec(),
                     headers: out,
                     received_at_ms: None,
                 }])
@@ -347,6 +368,7 @@ impl Pipeline {
             payload: Some(&source.payload),
             headers: None,
             timestamp_ms: None,
+            at_rest: None,
         };
         let letter = self.dead_letter(&record, TERRA_BACKFILL_INCOMPLETE, &message);
         let mut out = headers::with(letter.headers, headers::VENDOR, Vendor::Terra.slug());
@@ -389,14 +411,16 @@ impl Pipeline {
         );
         let mut out = headers::copy_except(record.headers, strip);
         out = headers::with(out, headers::ERROR_CLASS, class);
-        out = headers::with(out, headers::ERROR_MESSAGE, &truncate(message, 1_000));
+        // A parser's message can quote the payload; a sealed record's headers must not.
+        let message = if record.at_rest.is_some() { redact_quoted(message) } else { message.to_owned() };
+        out = headers::with(out, headers::ERROR_MESSAGE, &truncate(&message, 1_000));
         out = headers::with(out, headers::SOURCE_TOPIC, record.topic);
         out = headers::with(out, headers::SOURCE_PARTITION, &record.partition.to_string());
         out = headers::with(out, headers::SOURCE_OFFSET, &record.offset.to_string());
         Output {
             topic: self.topology.dlq_topic.clone(),
             key: record.key.map(<[u8]>::to_vec),
-            payload: record.payload.unwrap_or_default().to_vec(),
+            payload: record.stored_payload().unwrap_or_default().to_vec(),
             headers: out,
             received_at_ms: None,
         }
@@ -414,7 +438,7 @@ fn raw_input<'a>(record: &Record<'a>, vendor: Vendor, body: &'a [u8]) -> RawInpu
         vendor,
         body,
         received_at_ms,
-        vendor_user_id: header(headers::VENDOR_USER_ID),
+        vendor_user_id: record.at_rest.and_then(|at_rest| at_rest.vendor_user_id).or_else(|| header(headers::VENDOR_USER_ID)),
         // Ids only as we write them: a record published by someone else may carry anything.
         delivery_id: header(headers::DELIVERY_ID).filter(|id| vendors::is_identifier(id)),
         trace_id: header(headers::TRACE_ID).filter(|id| crate::telemetry::is_trace_id(id)),
@@ -474,6 +498,32 @@ fn severity_name(severity: crate::event::Severity) -> &'static str {
         crate::event::Severity::High => "HIGH",
         crate::event::Severity::Critical => "CRITICAL",
     }
+}
+
+/// `text` with whatever it quotes ("…" or `…`, as serde's messages quote values) replaced by `…`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(quote) if c == quote => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -127,6 +127,8 @@ pub struct Engine {
     timers_at: Instant,
     /// Consumer lag per assigned partition, from what this engine committed.
     pub lag: super::lag::Lag,
+    /// Opens sealed records (`DATA_ENCRYPTION_KEY`); without a key a sealed record is an outage.
+    at_rest: crate::at_rest::BlockingReader,
 }
 
 impl Engine {
@@ -170,7 +172,14 @@ impl Engine {
             limits,
             timers_at: Instant::now(),
             lag: super::lag::Lag::default(),
+            at_rest: crate::at_rest::BlockingReader { keys: None, handle: tokio::runtime::Handle::current() },
         }
+    }
+
+    /// Opens sealed records with `keys`.
+    pub fn with_data_keys(mut self, keys: Option<std::sync::Arc<crate::at_rest::DataKeys>>) -> Engine {
+        self.at_rest.keys = keys;
+        self
     }
 
     pub fn identities(&self) -> &BlockingIdentities {
@@ -293,9 +302,25 @@ impl Engine {
             payload: message.payload(),
             headers: message.headers(),
             timestamp_ms: message.timestamp().to_millis(),
+            at_rest: None,
         };
+        let at = || (record.topic.to_owned(), record.partition, record.offset);
+        let opening = super::sealed::open(&self.at_rest, &record).map_err(|infra| Interrupt::Outage { infra, at: at() })?;
+        if matches!(opening, super::sealed::Opening::Erased) {
+            // A fetch-stage record keeps its place in its partition's queue: its offset must not
+            // be committed past records still fetching ahead of it.
+            if self.fetch.is_some() && self.pipeline.is_fetch_topic(record.topic) {
+                return self.start_fetch(message, None);
+            }
+            return Ok(self.write(&record, Vec::new(), false)?);
+        }
+        if record.payload.is_none() && crate::kafka::headers::get(record.headers, crate::kafka::headers::ERASE_USER).is_some() {
+            // An erase deleted data keys: none cached here may be used again.
+            self.at_rest.forget_cached();
+        }
+        let record = super::sealed::view(record, &opening);
         if self.fetch.is_some() && self.pipeline.is_fetch_topic(record.topic) {
-            return self.start_fetch(message, &record);
+            return self.start_fetch(message, Some(&record));
         }
         let stateful = self.task_topics.iter().any(|t| t == record.topic);
         let stores = task_stores(&mut self.tasks, record.partition, stateful);

@@ -311,6 +311,7 @@ pub fn record_of(message: &OwnedMessage) -> Record<'_> {
         payload: message.payload(),
         headers: message.headers().map(|headers| headers.as_borrowed()),
         timestamp_ms: message.timestamp().to_millis(),
+        at_rest: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod eos;
 mod fetching;
 mod identities;
 mod lag;
+mod sealed;
 pub mod store;
 mod stream_loop;
 pub use stream_loop::FETCH_QUEUE_BACKOFF_MS;
@@ -276,6 +277,11 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     let limits = output_limits(&args.kafka, &topology).await;
     let cadence = Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) };
     let identities = || BlockingIdentities { map: IdentityMap::new(pool.clone()), handle: tokio::runtime::Handle::current() };
+    let data_keys = crate::at_rest::Kek::from_env()?
+        .map(|kek| std::sync::Arc::new(crate::at_rest::DataKeys::new(pool.clone(), kek, Duration::from_secs(60))));
+    if data_keys.is_none() {
+        tracing::warn!("DATA_ENCRYPTION_KEY is not set: a sealed record cannot be opened, and stops its partition until it is.");
+    }
     let tasks_engine = Engine::new(
         tasks_producer,
         Pipeline::new(topology.clone(), &schema_ids),
@@ -284,12 +290,14 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         cadence,
         stage,
         limits.clone(),
-    );
+    )
+    .with_data_keys(data_keys.clone());
     let mut loops = vec![stream_loop::spawn(&tasks_spec, tasks_clients.consumer, tasks_engine, &shutdown)?];
     if let Some((consumer, producer, restorer)) = rekey {
         let (kafka, from, to, topics) = (args.kafka.clone(), tasks_spec.group.clone(), rekey_spec.group.clone(), rekey_spec.topics.clone());
         tokio::task::spawn_blocking(move || stream_loop::carry_over_offsets(&kafka, &from, &to, &topics)).await??;
-        let engine = Engine::new(producer, Pipeline::new(topology.clone(), &schema_ids), identities(), restorer, cadence, None, limits);
+        let engine = Engine::new(producer, Pipeline::new(topology.clone(), &schema_ids), identities(), restorer, cadence, None, limits)
+            .with_data_keys(data_keys);
         loops.push(stream_loop::spawn(&rekey_spec, consumer, engine, &shutdown)?);
     }
 

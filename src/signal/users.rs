@@ -18,8 +18,9 @@ pub enum UsersCommand {
     /// Draw one person's nights as an SVG: nightly HRV with its 7-day mean and personal band,
     /// resting HR, respiratory rate and temperature where present, and every trigger marked.
     Chart(ChartArgs),
-    /// Erase a person: revoke their connections (here and at the vendor) and delete every row
-    /// about them; the report names each place, and the exit is non-zero while any still holds
+    /// Erase a person: revoke their connections (here and at the vendor), delete every row
+    /// about them and their data keys (what is sealed for them in Kafka is then unreadable);
+    /// the report names each place, and the exit is non-zero while any still holds
     /// data about them. Safe to re-run.
     #[command(after_long_help = "Secrets (environment only; NAME or NAME_FILE):
   TOKEN_ENCRYPTION_KEY[_FILE]       decrypts the connections' tokens to revoke them at the vendor

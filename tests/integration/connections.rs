@@ -265,6 +265,7 @@ async fn oauth_ingress(sim: &VendorSim, key: &str) -> (std::net::SocketAddr, Can
         "--raw-topic",
         &topic,
         "--no-dedup",
+        "--insecure-plaintext-at-rest",
         "--oura-client-id",
         sim.client_id(SimVendor::Oura),
         "--oura-token-url",

@@ -15,6 +15,8 @@ pub struct Setup {
     /// This test's TOKEN_ENCRYPTION_KEY (64 hex chars). Tests share one database; another test's
     /// connections do not decrypt with it, so reconciliation here skips them.
     pub key: String,
+    /// This test's DATA_ENCRYPTION_KEY: its processors open what a sealing ingress wrote.
+    pub data_key: String,
     pub sim: VendorSim,
     pub topology: TestTopology,
     pub store: ConnectionStore,
@@ -39,13 +41,14 @@ impl Setup {
         sqlx::migrate!("./migrations").run(&pool).await.unwrap();
         let key = helpers::random_key();
         let store = ConnectionStore::new(pool, TokenCipher::from_secret(&Secret::new(key.clone())).unwrap());
-        Setup { key, sim: VendorSim::start(), topology, store }
+        Setup { key, data_key: helpers::random_key(), sim: VendorSim::start(), topology, store }
     }
 
     /// The environment that points a processor (or `reconcile`) at the simulator.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("TOKEN_ENCRYPTION_KEY".into(), self.key.clone()),
+            ("DATA_ENCRYPTION_KEY".into(), self.data_key.clone()),
             ("OURA_CLIENT_ID".into(), self.sim.client_id(SimVendor::Oura).into()),
             ("OURA_CLIENT_SECRET".into(), self.sim.client_secret(SimVendor::Oura).into()),
             ("WHOOP_CLIENT_ID".into(), self.sim.client_id(SimVendor::Whoop).into()),

@@ -223,6 +223,16 @@ impl ProcessorGuard {
         reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
     }
 
+    /// Waits until `/metrics` holds the sample line `sample` (e.g. `name 3`), failing after `within`.
+    pub async fn wait_for_metric(&self, sample: &str, within: Duration) {
+        let line = format!("{sample}\n");
+        let deadline = Instant::now() + within;
+        while !self.metrics().await.contains(&line) {
+            assert!(Instant::now() < deadline, "no {sample:?} in /metrics: {}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The address of the processor's HTTP server (`/metrics`, `/health`, `/ready`), from its log.
     pub async fn metrics_addr(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -40,6 +40,7 @@ impl IngressProcess {
             .env("KAFKA_BOOTSTRAP_SERVERS", helpers::bootstrap())
             .env("DATABASE_URL", helpers::database_url())
             .env("REDIS_URL", helpers::redis_url())
+            .env("INSECURE_PLAINTEXT_AT_REST", "true")
             .envs(secrets.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use biometric_bridge::at_rest::Kek;
+use biometric_bridge::connections::callback::OAuthSecrets;
 use biometric_bridge::ingress::auth::VendorSecrets;
 use biometric_bridge::ingress::{Ingress, IngressArgs};
 use biometric_bridge::secret::Secret;
@@ -48,7 +50,7 @@ pub fn test_secrets() -> VendorSecrets {
 /// Builds (but does not start) an ingress writing to `raw_topic`: its start-up checks' verdict.
 pub async fn build_ingress(raw_topic: &str, extra: &[&str]) -> anyhow::Result<Ingress> {
     helpers::require_stack();
-    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic];
+    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic, "--insecure-plaintext-at-rest"];
     argv.extend_from_slice(extra);
     Ingress::build(&Wrapper::parse_from(argv).args, test_secrets()).await
 }
@@ -56,10 +58,26 @@ pub async fn build_ingress(raw_topic: &str, extra: &[&str]) -> anyhow::Result<In
 /// Starts an ingress writing to `raw_topic`; `extra` are more command-line flags.
 pub async fn spawn_ingress(raw_topic: &str, secrets: VendorSecrets, extra: &[&str]) -> TestIngress {
     helpers::require_stack();
-    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic];
+    // Most tests read the raw topic's bytes: plaintext, unless a test seals (`spawn_sealing_ingress`).
+    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic, "--insecure-plaintext-at-rest"];
     argv.extend_from_slice(extra);
     let args = Wrapper::parse_from(argv).args;
     let ingress = Ingress::build(&args, secrets).await.expect("ingress builds");
+    start(ingress)
+}
+
+/// [`spawn_ingress`] sealing every body under `data_encryption_key` (64 hex characters).
+pub async fn spawn_sealing_ingress(raw_topic: &str, secrets: VendorSecrets, data_encryption_key: &str, extra: &[&str]) -> TestIngress {
+    helpers::require_stack();
+    let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic];
+    argv.extend_from_slice(extra);
+    let args = Wrapper::parse_from(argv).args;
+    let kek = Kek::from_secrets(&Secret::new(data_encryption_key), None).unwrap();
+    let ingress = Ingress::build_with(&args, secrets, OAuthSecrets::default(), Some(kek)).await.expect("ingress builds");
+    start(ingress)
+}
+
+fn start(ingress: Ingress) -> TestIngress {
     let (addr, metrics_addr) = (ingress.local_addr(), ingress.metrics_addr());
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(ingress.run_until_stopped(shutdown.clone()));

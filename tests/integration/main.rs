@@ -2,6 +2,7 @@
 //! One test binary: faster to build than one per file.
 
 mod abort;
+mod at_rest;
 mod audit;
 mod bad_data;
 mod connections;

@@ -241,7 +241,7 @@ impl Pipeline {
         Output {
             topic: fetch.retry_topic.clone(),
             key: record.key.map(<[u8]>::to_vec),
-            payload: record.payload.unwrap_or_default().to_vec(),
+            payload: record.stored_payload().unwrap_or_default().to_vec(),
             headers: out,
             received_at_ms: None,
         }

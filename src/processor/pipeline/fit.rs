@@ -101,6 +101,7 @@ mod tests {
             payload: Some(payload),
             headers: None,
             timestamp_ms: None,
+            at_rest: None,
         }
     }
 

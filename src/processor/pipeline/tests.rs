@@ -79,6 +79,7 @@ fn run(
         payload: Some(body),
         headers: Some(headers.as_borrowed()),
         timestamp_ms: Some(1_795_660_000_000),
+        at_rest: None,
     };
     let stores = TaskStores { dedup: Some(dedup), baseline: Some(baseline), backfill: None };
     pipeline().process(&record, identities, stores).map(|outputs| Run { outputs })
@@ -278,6 +279,7 @@ fn terra_direct_records_are_rekeyed_into_the_repartition_topic() {
         payload: Some(&body),
         headers: None,
         timestamp_ms: Some(1_795_660_000_000),
+        at_rest: None,
     };
     let outputs =
         pipeline().process(&record, &mut MapIdentities::default(), TaskStores { dedup: None, baseline: None, backfill: None }).unwrap();
@@ -293,4 +295,42 @@ fn terra_direct_records_are_rekeyed_into_the_repartition_topic() {
     // ...and the repartitioned record normalizes to the Terra topic.
     let rekeyed = simple("biometric-bridge-terra-direct-repartition", "terra", &body);
     assert_eq!(rekeyed[0].topic, "terra-biometric-events");
+}
+
+/// A sealed record (opened by the runtime): its events come from the opened body and the user
+/// the seal carried, and wherever its bytes are copied on, they are the sealed ones.
+#[test]
+fn a_sealed_record_is_read_opened_and_copied_on_sealed() {
+    let pipeline = pipeline();
+    let run_sealed = |vendor: &str, body: &[u8], user: Option<&str>| {
+        let headers = ingress_headers(vendor, &[]);
+        let stored = b"\0bbs1 stands in for the sealed bytes".as_slice();
+        let record = Record {
+            topic: "raw-webhooks",
+            partition: 0,
+            offset: 7,
+            key: Some(b"x:k_0123"),
+            payload: Some(body),
+            headers: Some(headers.as_borrowed()),
+            timestamp_ms: Some(1_795_660_000_000),
+            at_rest: Some(AtRest { stored, vendor_user_id: user }),
+        };
+        let stores = TaskStores { dedup: Some(&mut MemoryStore::default()), baseline: Some(&mut MemoryStore::default()), backfill: None };
+        let outputs = pipeline.process(&record, &mut MapIdentities::default(), stores).unwrap();
+        (outputs, stored)
+    };
+
+    let (outputs, _) = run_sealed("apple-health", &fixture("apple_healthkit/hae_metrics_low_hrv.json"), Some("user-77"));
+    assert!(!outputs.is_empty() && outputs.iter().all(|out| decode(out).user_id == "user-77"), "the user from inside the seal");
+
+    let (outputs, stored) = run_sealed("oura", &fixture("oura/webhook_sleep_create.json"), Some("oura-user"));
+    assert_eq!((outputs[0].topic.as_str(), outputs[0].payload.as_slice()), ("pending-fetch", stored), "the pending fetch stays sealed");
+
+    let (outputs, stored) = run_sealed("terra", &fixture("garbage/truncated_terra_sleep.json"), None);
+    assert_eq!((outputs[0].topic.as_str(), outputs[0].payload.as_slice()), ("raw-webhooks.dlq", stored), "so does the dead letter");
+
+    // The parser's message quotes the payload: not in a sealed record's headers.
+    let (outputs, _) = run_sealed("terra", br#"{"type":"sleep","user":{"user_id":"u-1"},"data":"secret-value"}"#, Some("u-1"));
+    let message = header(&outputs[0], headers::ERROR_MESSAGE).unwrap();
+    assert!(message.contains("invalid type: string \"…\"") && !message.contains("secret-value"), "{message}");
 }

@@ -89,6 +89,7 @@ fn record<'a>(topic: &'a str, headers: &'a OwnedHeaders, body: &'a [u8]) -> Reco
         payload: Some(body),
         headers: Some(headers.as_borrowed()),
         timestamp_ms: Some(1_795_660_000_000),
+        at_rest: None,
     }
 }
 

@@ -264,6 +264,7 @@ proptest! {
             payload: Some(&notification),
             headers: Some(headers.as_borrowed()),
             timestamp_ms: None,
+            at_rest: None,
         };
         let request = PendingFetch {
             vendor,
