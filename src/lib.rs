@@ -37,6 +37,7 @@ pub mod fetch;
 pub mod identity;
 pub mod ingress;
 pub mod kafka;
+pub mod keyring;
 pub mod metrics;
 pub mod processor;
 pub mod runtime;

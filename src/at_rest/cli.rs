@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use super::kek::Kek;
 use crate::audit::{self, Action, Actor, Entry};
 use crate::config::DatabaseArgs;
-use crate::connections::cipher::OpenedWith;
+use crate::keyring::OpenedWith;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {

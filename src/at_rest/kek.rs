@@ -1,25 +1,19 @@
 //! The key-encryption key: `DATA_ENCRYPTION_KEY` wraps every per-user data key stored in
 //! PostgreSQL, so a copy of the `data_keys` table (a backup, a replica) opens nothing on its own.
 //!
-//! Wrapped form: `0x01` ‖ 12-byte nonce ‖ ChaCha20-Poly1305(data key) with the data key's id as
-//! associated data (a wrapped key copied onto another row does not unwrap). During a rotation the
+//! Wrapped form: the [`Keyring`]'s (`0x01` ‖ 12-byte nonce ‖ ChaCha20-Poly1305(data key)), with
+//! the data key's id as associated data (a wrapped key copied onto another row does not unwrap). During a rotation the
 //! old key is `DATA_ENCRYPTION_KEY_PREVIOUS`: keys are unwrapped under either and wrapped under
 //! the new one, and `keys rotate` rewraps every row, after which the old key can go. Kafka data
 //! is never re-encrypted: only the wrapping changes.
 
-use chacha20poly1305::aead::{Aead, Generate, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-
-use crate::connections::cipher::{OpenedWith, aead_from_secret};
+use crate::keyring::{Keyring, OpenedWith, aead_from_secret};
 use crate::secret::{Secret, load_secret};
 
 /// The secret holding the key-encryption key (or `DATA_ENCRYPTION_KEY_FILE`).
 pub const KEY_SECRET: &str = "DATA_ENCRYPTION_KEY";
 /// The key being rotated away from (or `DATA_ENCRYPTION_KEY_PREVIOUS_FILE`): read, never written.
 pub const PREVIOUS_KEY_SECRET: &str = "DATA_ENCRYPTION_KEY_PREVIOUS";
-const VERSION: u8 = 0x01;
-const NONCE_LEN: usize = 12;
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KekError {
     /// Only the shape is described, never the value.
@@ -30,8 +24,7 @@ pub enum KekError {
 }
 
 pub struct Kek {
-    current: ChaCha20Poly1305,
-    previous: Option<ChaCha20Poly1305>,
+    keys: Keyring,
 }
 
 impl std::fmt::Debug for Kek {
@@ -42,9 +35,13 @@ impl std::fmt::Debug for Kek {
 
 impl Kek {
     pub fn from_secrets(current: &Secret, previous: Option<&Secret>) -> Result<Kek, KekError> {
-        let current = aead_from_secret(current).ok_or(KekError::Malformed(KEY_SECRET))?;
-        let previous = previous.map(|previous| aead_from_secret(previous).ok_or(KekError::Malformed(PREVIOUS_KEY_SECRET))).transpose()?;
-        Ok(Kek { current, previous })
+        let keys = Keyring::new(aead_from_secret(current).ok_or(KekError::Malformed(KEY_SECRET))?);
+        Ok(Kek {
+            keys: match previous {
+                Some(previous) => keys.with_previous(aead_from_secret(previous).ok_or(KekError::Malformed(PREVIOUS_KEY_SECRET))?),
+                None => keys,
+            },
+        })
     }
 
     /// From `DATA_ENCRYPTION_KEY` (and `_PREVIOUS`); `None` when the key is not set.
@@ -57,34 +54,12 @@ impl Kek {
     }
 
     pub fn wrap(&self, key_id: uuid::Uuid, key: &[u8]) -> Vec<u8> {
-        let nonce = Nonce::generate();
-        let sealed = self
-            .current
-            .encrypt(&nonce, Payload { msg: key, aad: key_id.as_bytes() })
-            .expect("ChaCha20-Poly1305 encryption only fails for inputs beyond 256 GiB");
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        out
+        self.keys.seal(key_id.as_bytes(), key)
     }
 
     /// The data key's bytes, and which key-encryption key unwrapped them.
     pub fn unwrap(&self, key_id: uuid::Uuid, wrapped: &[u8]) -> Result<(Vec<u8>, OpenedWith), KekError> {
-        let rest = match wrapped.split_first() {
-            Some((&VERSION, rest)) if rest.len() > NONCE_LEN => rest,
-            _ => return Err(KekError::Unwrap),
-        };
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_from(nonce).map_err(|_| KekError::Unwrap)?;
-        let payload = || Payload { msg: sealed, aad: key_id.as_bytes() };
-        if let Ok(key) = self.current.decrypt(&nonce, payload()) {
-            return Ok((key, OpenedWith::Current));
-        }
-        match &self.previous {
-            Some(previous) => previous.decrypt(&nonce, payload()).map(|key| (key, OpenedWith::Previous)).map_err(|_| KekError::Unwrap),
-            None => Err(KekError::Unwrap),
-        }
+        self.keys.open(key_id.as_bytes(), wrapped).map_err(|_| KekError::Unwrap)
     }
 }
 

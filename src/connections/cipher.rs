@@ -12,20 +12,15 @@
 //! one, and `connections rotate-key` re-encrypts every stored token, after which the previous key
 //! can go.
 
-use base64::Engine;
-use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-
 use crate::event::Vendor;
+pub use crate::keyring::OpenedWith;
+use crate::keyring::{Keyring, OpenError, aead_from_secret};
 use crate::secret::Secret;
 
 /// The secret holding the key (or `TOKEN_ENCRYPTION_KEY_FILE`).
 pub const KEY_SECRET: &str = "TOKEN_ENCRYPTION_KEY";
 /// The key being rotated away from (or `TOKEN_ENCRYPTION_KEY_PREVIOUS_FILE`): read, never written.
 pub const PREVIOUS_KEY_SECRET: &str = "TOKEN_ENCRYPTION_KEY_PREVIOUS";
-const VERSION: u8 = 0x01;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CipherError {
@@ -48,18 +43,20 @@ pub enum CipherError {
     NotUtf8,
 }
 
-/// Encrypts and decrypts tokens; cheap to share (`Arc`) between tasks.
-pub struct TokenCipher {
-    aead: ChaCha20Poly1305,
-    /// During a rotation: the old key, tried when the current one does not open a token.
-    previous: Option<ChaCha20Poly1305>,
+impl From<OpenError> for CipherError {
+    fn from(error: OpenError) -> Self {
+        match error {
+            OpenError::UnknownVersion(version) => CipherError::UnknownVersion(version),
+            OpenError::Truncated => CipherError::Truncated,
+            OpenError::Authentication => CipherError::Authentication,
+        }
+    }
 }
 
-/// Which key opened a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenedWith {
-    Current,
-    Previous,
+/// Encrypts and decrypts tokens; cheap to share (`Arc`) between tasks.
+pub struct TokenCipher {
+    /// The key, and during a rotation the old one, tried when the current one does not open a token.
+    keys: Keyring,
 }
 
 impl std::fmt::Debug for TokenCipher {
@@ -73,29 +70,17 @@ pub fn row_aad(vendor: Vendor, vendor_user_id: &str) -> String {
     format!("{}:{vendor_user_id}", vendor.symbol())
 }
 
-/// A ChaCha20-Poly1305 key from its secret: 32 bytes as 64 hex characters or standard base64
-/// (`TOKEN_ENCRYPTION_KEY`, `DATA_ENCRYPTION_KEY`); `None` when it is neither.
-pub fn aead_from_secret(secret: &Secret) -> Option<ChaCha20Poly1305> {
-    let text = secret.expose().trim();
-    let bytes = if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        hex::decode(text).ok()?
-    } else {
-        base64::engine::general_purpose::STANDARD.decode(text).ok()?
-    };
-    ChaCha20Poly1305::new_from_slice(&bytes).ok()
-}
-
 impl TokenCipher {
     /// The key from its secret: 32 bytes as 64 hex characters or standard base64.
     pub fn from_secret(secret: &Secret) -> Result<Self, CipherError> {
         let aead = aead_from_secret(secret).ok_or(CipherError::InvalidKey { length: secret.expose().trim().chars().count() })?;
-        Ok(TokenCipher { aead, previous: None })
+        Ok(TokenCipher { keys: Keyring::new(aead) })
     }
 
     /// Also reads tokens sealed under `previous` (a rotation in progress).
-    pub fn with_previous(mut self, previous: &Secret) -> Result<Self, CipherError> {
-        self.previous = Some(TokenCipher::from_secret(previous)?.aead);
-        Ok(self)
+    pub fn with_previous(self, previous: &Secret) -> Result<Self, CipherError> {
+        let previous = aead_from_secret(previous).ok_or(CipherError::InvalidKey { length: previous.expose().trim().chars().count() })?;
+        Ok(TokenCipher { keys: self.keys.with_previous(previous) })
     }
 
     /// The cipher from `TOKEN_ENCRYPTION_KEY` / `TOKEN_ENCRYPTION_KEY_FILE`; an error when unset.
@@ -116,16 +101,7 @@ impl TokenCipher {
 
     /// Seals `plaintext` for the row named by `aad` (see [`row_aad`]).
     pub fn encrypt(&self, aad: &str, plaintext: &str) -> Vec<u8> {
-        let nonce = Nonce::generate();
-        let sealed = self
-            .aead
-            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: aad.as_bytes() })
-            .expect("ChaCha20-Poly1305 encryption only fails for inputs beyond 256 GiB");
-        let mut stored = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        stored.push(VERSION);
-        stored.extend_from_slice(&nonce);
-        stored.extend_from_slice(&sealed);
-        stored
+        self.keys.seal(aad.as_bytes(), plaintext.as_bytes())
     }
 
     /// Opens a stored token of the row named by `aad`.
@@ -135,29 +111,15 @@ impl TokenCipher {
 
     /// [`decrypt`](Self::decrypt), saying which key opened the token.
     pub fn open(&self, aad: &str, stored: &[u8]) -> Result<(Secret, OpenedWith), CipherError> {
-        let (&version, rest) = stored.split_first().ok_or(CipherError::Truncated)?;
-        if version != VERSION {
-            return Err(CipherError::UnknownVersion(version));
-        }
-        if rest.len() < NONCE_LEN + TAG_LEN {
-            return Err(CipherError::Truncated);
-        }
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Truncated)?;
-        let payload = || Payload { msg: sealed, aad: aad.as_bytes() };
-        let (plain, with) = match self.aead.decrypt(&nonce, payload()) {
-            Ok(plain) => (plain, OpenedWith::Current),
-            Err(_) => match &self.previous {
-                Some(previous) => (previous.decrypt(&nonce, payload()).map_err(|_| CipherError::Authentication)?, OpenedWith::Previous),
-                None => return Err(CipherError::Authentication),
-            },
-        };
+        let (plain, with) = self.keys.open(aad.as_bytes(), stored)?;
         String::from_utf8(plain).map(|token| (Secret::new(token), with)).map_err(|_| CipherError::NotUtf8)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
     use super::*;
 
     const HEX_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
