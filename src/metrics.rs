@@ -271,6 +271,13 @@ pub static AT_REST_ERASED_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Records sealed under an erased person's data key, skipped unread (crypto-shredded).",
     )
 });
+pub static KAFKA_CLIENT_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "biometric_bridge_kafka_client_errors_total",
+        "Errors librdkafka reported to a client (every one, including those the log held back), by error code.",
+        &["code"],
+    )
+});
 pub static SINK_RETENTION_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("biometric_bridge_sink_retention_deleted_total", "History rows deleted by the retention job (sink postgres --retention).")
 });
@@ -363,6 +370,7 @@ fn init_processor() {
     LazyLock::force(&DUPLICATES_DROPPED);
     LazyLock::force(&ERASURES_APPLIED);
     LazyLock::force(&AT_REST_ERASED_SKIPPED);
+    LazyLock::force(&KAFKA_CLIENT_ERRORS);
     LazyLock::force(&ERASED_IN_FLIGHT_DROPPED);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&STORE_ENTRIES);

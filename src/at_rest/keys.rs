@@ -70,6 +70,23 @@ impl DataKeys {
         Ok(Arc::new(DataKey { id, aead }))
     }
 
+    /// Fails when `DATA_ENCRYPTION_KEY` (or `_PREVIOUS`) does not unwrap the newest and the oldest
+    /// stored data key: a wrong key would otherwise refuse every webhook of every known user, one
+    /// 503 at a time, or stop every sealed partition. An unreachable database is not this
+    /// check's to judge (the ingress starts without it and refuses uploads until it answers).
+    pub async fn check_kek(&self) -> Result<(), KeyError> {
+        let rows: Vec<(uuid::Uuid, Vec<u8>)> = sqlx::query_as(
+            "(SELECT key_id, wrapped FROM data_keys ORDER BY created_at DESC LIMIT 1)
+             UNION ALL (SELECT key_id, wrapped FROM data_keys ORDER BY created_at LIMIT 1)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, wrapped) in rows {
+            self.kek.unwrap(id, &wrapped)?;
+        }
+        Ok(())
+    }
+
     /// The subject's key, created on its first upload.
     pub async fn for_subject(&self, subject: &str) -> Result<Arc<DataKey>, KeyError> {
         if let Some((key, read_at)) = self.by_subject.lock().expect("not poisoned").get(subject)
@@ -156,6 +173,24 @@ impl DataKeys {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
+        }
+    }
+}
+
+/// Startup: a key-encryption key that does not unwrap the stored data keys is a fatal
+/// misconfiguration; a database that does not answer yet is logged and left to the caller's
+/// outage handling.
+pub async fn refuse_a_wrong_kek(keys: &DataKeys) -> anyhow::Result<()> {
+    match tokio::time::timeout(Duration::from_secs(10), keys.check_kek()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(KeyError::Kek(error))) => Err(anyhow::anyhow!(error).context("refusing to start")),
+        Ok(Err(KeyError::Database(error))) => {
+            tracing::warn!(%error, "Could not check DATA_ENCRYPTION_KEY against the stored data keys: the database does not answer.");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("Could not check DATA_ENCRYPTION_KEY against the stored data keys within 10 s.");
+            Ok(())
         }
     }
 }

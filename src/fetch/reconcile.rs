@@ -175,7 +175,7 @@ pub struct Reconciler {
     pub fetcher: std::sync::Arc<Fetcher>,
     pub store: ConnectionStore,
     pub pool: sqlx::PgPool,
-    pub producer: FutureProducer,
+    pub producer: FutureProducer<crate::kafka::client_log::Throttled>,
     pub raw_topic: String,
 }
 
@@ -187,8 +187,9 @@ impl Reconciler {
         kafka: &KafkaArgs,
         raw_topic: &str,
     ) -> anyhow::Result<Self> {
-        let producer: FutureProducer =
-            kafka.config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("client.id", "biometric-bridge-reconcile")])?.create()?;
+        let producer: FutureProducer<crate::kafka::client_log::Throttled> = kafka
+            .config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("client.id", "biometric-bridge-reconcile")])?
+            .create_with_context(crate::kafka::client_log::Throttled)?;
         Ok(Reconciler { fetcher, store, pool, producer, raw_topic: raw_topic.to_owned() })
     }
 

@@ -147,7 +147,9 @@ impl Ingress {
         let pool = database_pool(&args.database).await?;
         let at_rest = match kek {
             Some(kek) => {
-                Some(Arc::new(crate::at_rest::DataKeys::new(pool.clone(), kek, Duration::from_secs(args.data_key_cache_ttl_secs))))
+                let keys = crate::at_rest::DataKeys::new(pool.clone(), kek, Duration::from_secs(args.data_key_cache_ttl_secs));
+                crate::at_rest::keys::refuse_a_wrong_kek(&keys).await?;
+                Some(Arc::new(keys))
             }
             None => {
                 tracing::warn!("INSECURE: webhook bodies are written to Kafka unsealed (--insecure-plaintext-at-rest); development only.");

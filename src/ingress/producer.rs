@@ -61,6 +61,14 @@ pub struct ConnectivityContext {
 }
 
 impl ClientContext for ConnectivityContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::client_log::log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client_log::error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let up: BTreeSet<i32> =
             statistics.brokers.values().filter(|broker| broker.nodeid >= 0 && broker.state == "UP").map(|broker| broker.nodeid).collect();

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::client_log::Throttled;
 use crate::config::KafkaArgs;
 use crate::topology::TopicSpec;
 
@@ -29,8 +29,8 @@ pub enum TopicStatus {
     Drift(Vec<String>),
 }
 
-pub fn admin_client(kafka: &KafkaArgs) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    Ok(kafka.config_with(&[])?.create()?)
+pub fn admin_client(kafka: &KafkaArgs) -> anyhow::Result<AdminClient<Throttled>> {
+    Ok(kafka.config_with(&[])?.create_with_context(Throttled)?)
 }
 
 /// What `ensure_topics` did, per topic, and what it warns about.
@@ -50,7 +50,7 @@ struct Resolved<'a> {
     configs: BTreeMap<String, String>,
 }
 
-fn brokers(admin: &AdminClient<DefaultClientContext>) -> anyhow::Result<i32> {
+fn brokers(admin: &AdminClient<Throttled>) -> anyhow::Result<i32> {
     let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
     Ok(metadata.brokers().len().max(1) as i32)
 }
@@ -131,11 +131,7 @@ pub async fn apply_configs(kafka: &KafkaArgs, topics: &[TopicSpec]) -> anyhow::R
 }
 
 /// Differences between the topic on the broker and its spec, and warnings about its durability.
-async fn check_topic(
-    admin: &AdminClient<DefaultClientContext>,
-    resolved: &Resolved<'_>,
-    brokers: i32,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+async fn check_topic(admin: &AdminClient<Throttled>, resolved: &Resolved<'_>, brokers: i32) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let spec = resolved.spec;
     let mut drift = Vec::new();
     // A topic created a moment ago may not be in the broker's metadata yet: ask again briefly.

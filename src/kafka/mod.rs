@@ -2,6 +2,7 @@
 //! topic administration, and the first contact at start.
 
 pub mod admin;
+pub mod client_log;
 pub mod headers;
 pub mod preflight;
 

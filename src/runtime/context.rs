@@ -29,6 +29,14 @@ pub struct RuntimeContext {
 }
 
 impl ClientContext for RuntimeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::client_log::log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client_log::error(&error, reason);
+    }
+
     /// Partition ends from librdkafka's statistics, for the lag gauge ([`super::lag`]). Served by
     /// `poll`, when the loop holds no lock; a tick that finds the engine busy is skipped.
     fn stats(&self, statistics: Statistics) {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
+use rdkafka::producer::{BaseRecord, Producer, PurgeConfig};
+
+use super::stream_loop::TxProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::fetching::FetchStage;
@@ -102,7 +104,7 @@ struct OpenTxn {
 }
 
 pub struct Engine {
-    producer: BaseProducer,
+    producer: TxProducer,
     pipeline: Pipeline,
     identities: BlockingIdentities,
     /// Consumer used only to restore stores from changelogs.
@@ -133,7 +135,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(
-        producer: BaseProducer,
+        producer: TxProducer,
         pipeline: Pipeline,
         identities: BlockingIdentities,
         restorer: BaseConsumer<store::RestoreContext>,
@@ -553,14 +555,14 @@ fn retry(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), TxnErro
 /// `BaseProducer::commit_transaction` flushes first, but its flush polls in fixed 100 ms steps
 /// (`BaseProducer::poll` waits out its whole timeout), which alone capped the processor at ~10
 /// commits a second. Polling in 1 ms steps here lets that flush find nothing in flight.
-fn wait_for_deliveries(producer: &BaseProducer, timeout: Duration) {
+fn wait_for_deliveries(producer: &TxProducer, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         producer.poll(Duration::from_millis(1));
     }
 }
 
-fn send_changelog(producer: &BaseProducer, topic: &str, partition: i32, key: &str, value: Option<&[u8]>) -> Result<(), TxnError> {
+fn send_changelog(producer: &TxProducer, topic: &str, partition: i32, key: &str, value: Option<&[u8]>) -> Result<(), TxnError> {
     let mut record = BaseRecord::<str, [u8]>::to(topic).partition(partition).key(key);
     if let Some(value) = value {
         record = record.payload(value);
@@ -569,7 +571,7 @@ fn send_changelog(producer: &BaseProducer, topic: &str, partition: i32, key: &st
 }
 
 /// Enqueues a record; a full local queue is waited out by serving delivery reports.
-fn send_with_backpressure<K, P>(producer: &BaseProducer, mut record: BaseRecord<'_, K, P>) -> Result<(), TxnError>
+fn send_with_backpressure<K, P>(producer: &TxProducer, mut record: BaseRecord<'_, K, P>) -> Result<(), TxnError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,

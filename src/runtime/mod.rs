@@ -277,8 +277,14 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     let limits = output_limits(&args.kafka, &topology).await;
     let cadence = Cadence { interval: Duration::from_millis(args.commit_interval_ms.max(1)), max_records: args.commit_max_records.max(1) };
     let identities = || BlockingIdentities { map: IdentityMap::new(pool.clone()), handle: tokio::runtime::Handle::current() };
-    let data_keys = crate::at_rest::Kek::from_env()?
-        .map(|kek| std::sync::Arc::new(crate::at_rest::DataKeys::new(pool.clone(), kek, Duration::from_secs(60))));
+    let data_keys = match crate::at_rest::Kek::from_env()? {
+        Some(kek) => {
+            let keys = crate::at_rest::DataKeys::new(pool.clone(), kek, Duration::from_secs(60));
+            crate::at_rest::keys::refuse_a_wrong_kek(&keys).await?;
+            Some(std::sync::Arc::new(keys))
+        }
+        None => None,
+    };
     if data_keys.is_none() {
         tracing::warn!("DATA_ENCRYPTION_KEY is not set: a sealed record cannot be opened, and stops its partition until it is.");
     }

@@ -234,11 +234,15 @@ fn restore_topic(consumer: &BaseConsumer<RestoreContext>, topic: &str, stores: &
 pub struct RestoreContext;
 
 impl rdkafka::ClientContext for RestoreContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::client_log::log(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if !matches!(error, KafkaError::PartitionEOF(_))
             && error.rdkafka_error_code() != Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
         {
-            tracing::warn!(%error, reason, "Restore consumer error.");
+            crate::kafka::client_log::error(&error, reason);
         }
     }
 }

@@ -27,7 +27,11 @@ use super::context::RuntimeContext;
 use super::engine::Engine;
 use super::store;
 use crate::config::KafkaArgs;
+use crate::kafka::client_log::Throttled;
 use crate::shutdown::CancellationToken;
+
+/// The transactional producer of a stream loop; its client logs are rate-limited.
+pub type TxProducer = BaseProducer<Throttled>;
 
 /// librdkafka's `fetch.queue.backoff.ms` (default 1 000): how long a consumer waits to fetch again
 /// once its prefetch queue is full. With 4.7 KB records the 64 MiB queue fills at about 13 600
@@ -51,7 +55,7 @@ pub struct LoopSpec {
 /// producer with the same transactional id).
 pub struct LoopClients {
     pub consumer: BaseConsumer<RuntimeContext>,
-    pub producer: BaseProducer,
+    pub producer: TxProducer,
     pub restorer: BaseConsumer<store::RestoreContext>,
 }
 
@@ -80,7 +84,7 @@ pub fn clients(
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ])?
         .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
-    let producer: BaseProducer = kafka
+    let producer: TxProducer = kafka
         .config_with(&[
             ("transactional.id", &spec.member),
             ("client.id", &spec.member),
@@ -91,7 +95,7 @@ pub fn clients(
             ("compression.type", "snappy"),
             ("message.max.bytes", &max_message_bytes.to_string()),
         ])?
-        .create()?;
+        .create_with_context(Throttled)?;
     let restorer: BaseConsumer<store::RestoreContext> = kafka
         .config_with(&[
             ("group.id", &format!("{application_id}-restore")),
@@ -108,9 +112,9 @@ pub fn clients(
 }
 
 /// `init_transactions`, retried while Kafka is unavailable (on a blocking thread).
-pub async fn init_transactions(producer: BaseProducer, shutdown: &CancellationToken) -> anyhow::Result<BaseProducer> {
+pub async fn init_transactions(producer: TxProducer, shutdown: &CancellationToken) -> anyhow::Result<TxProducer> {
     let shutdown = shutdown.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<BaseProducer> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<TxProducer> {
         let mut delay = Duration::from_millis(250);
         loop {
             match producer.init_transactions(Duration::from_secs(30)) {

@@ -19,7 +19,8 @@ use biometric_bridge::secret::Secret;
 use crate::fetch_support::{Setup, oura_notification};
 use crate::helpers::{self, RawRecord};
 use crate::ingress_harness::Webhook;
-use crate::ingress_support::{TestIngress, spawn_sealing_ingress, test_secrets};
+use crate::ingress_support::{TestIngress, build_sealing_ingress, spawn_sealing_ingress, test_secrets};
+use crate::sink_support::TestDb;
 use crate::vendor_sim::{SimVendor, VendorSim};
 
 /// A Terra sleep night of Terra user `terra_user`, summary `summary`, with rMSSD `rmssd`.
@@ -240,17 +241,20 @@ async fn an_erase_shreds_the_person_s_sealed_records_and_a_replay_skips_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_rewraps_every_data_key_and_sealed_records_still_open() {
     let setup = Setup::new().await;
-    let pool = setup.store.pool().clone();
+    // A database of its own: the rotation rewraps every data key in it, and the shared one's
+    // belong to the stack's key (other tests, the demo) and must stay so.
+    let db = TestDb::create().await;
+    let pool = db.pool.clone();
     let raw = setup.topology.topic("raw-webhooks");
-    let (old_key, new_key) = (setup.data_key.clone(), helpers::random_key());
-    let ingress = spawn_sealing_ingress(&raw, test_secrets(), &old_key, &["--no-dedup"]).await;
+    let (old_key, new_key) = (helpers::random_key(), helpers::random_key());
+    let ingress = spawn_sealing_ingress(&raw, test_secrets(), &old_key, &["--no-dedup", "--database-url", &db.url]).await;
     let terra_user = helpers::unique("terra-rot");
     post(&ingress, Webhook::terra(&terra_night(&terra_user, &helpers::unique("n"), 44.0), &helpers::unique("d"))).await;
     ingress.stop().await;
     let records = helpers::read_raw(&raw, 1, Duration::from_secs(20));
 
     let env = |current: &str, previous: Option<&str>| {
-        let mut env = vec![("DATABASE_URL", helpers::database_url()), ("DATA_ENCRYPTION_KEY", current.to_owned())];
+        let mut env = vec![("DATABASE_URL", db.url.clone()), ("DATA_ENCRYPTION_KEY", current.to_owned())];
         env.extend(previous.map(|previous| ("DATA_ENCRYPTION_KEY_PREVIOUS", previous.to_owned())));
         env
     };
@@ -258,8 +262,6 @@ async fn keys_rotate_rewraps_every_data_key_and_sealed_records_still_open() {
         let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         helpers::run_cli(&["keys", "rotate"], &refs, "")
     };
-    // Tests share the database: other tests' keys (under their own key-encryption keys) are
-    // reported as unreadable too, so only this test's key is looked at.
     let key_id = at_rest::envelope::parse(&records[0].payload).unwrap().key_id;
     let unreadable = format!("unwraps under neither key: data key {key_id}");
     // Without the previous key, the new one cannot unwrap what the old one wrapped: reported.
@@ -269,7 +271,7 @@ async fn keys_rotate_rewraps_every_data_key_and_sealed_records_still_open() {
     let (_, out, err) = run(env(&new_key, Some(&old_key)));
     assert!(!out.contains(&unreadable), "{out}\n{err}");
     let rewrapped: u64 = out.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(rewrapped >= 1, "{out}");
+    assert_eq!(rewrapped, 1, "{out}");
     // The record in Kafka is untouched and opens under the new key alone.
     let keys = DataKeys::new(pool.clone(), Kek::from_secrets(&Secret::new(new_key.clone()), None).unwrap(), Duration::ZERO);
     let opened = open_all(&keys, &records).await;
@@ -282,4 +284,13 @@ async fn keys_rotate_rewraps_every_data_key_and_sealed_records_still_open() {
     let rotated: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT rotated_at FROM data_keys WHERE key_id = $1").bind(key_id).fetch_one(&pool).await.unwrap();
     assert!(rotated.is_some());
+
+    // Rotated, the old key alone opens none of the stored keys: a process given it refuses to
+    // start, in one line, rather than refusing every webhook of every known user.
+    let refused = build_sealing_ingress(&raw, test_secrets(), &old_key, &["--database-url", &db.url]).await.err().expect("refused");
+    let refused = format!("{refused:#}");
+    assert!(refused.contains("refusing to start") && refused.contains("does not unwrap under DATA_ENCRYPTION_KEY"), "{refused}");
+    assert!(!refused.contains(&old_key) && !refused.contains(&new_key), "no key in the message");
+    let ingress = spawn_sealing_ingress(&raw, test_secrets(), &new_key, &["--no-dedup", "--database-url", &db.url]).await;
+    ingress.stop().await;
 }

@@ -41,7 +41,7 @@ impl Setup {
         sqlx::migrate!("./migrations").run(&pool).await.unwrap();
         let key = helpers::random_key();
         let store = ConnectionStore::new(pool, TokenCipher::from_secret(&Secret::new(key.clone())).unwrap());
-        Setup { key, data_key: helpers::random_key(), sim: VendorSim::start(), topology, store }
+        Setup { key, data_key: helpers::stack_data_key(), sim: VendorSim::start(), topology, store }
     }
 
     /// The environment that points a processor (or `reconcile`) at the simulator.

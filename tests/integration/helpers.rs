@@ -91,6 +91,41 @@ pub fn random_key() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// The stack's one `DATA_ENCRYPTION_KEY` (`.stack/data-encryption-key`, shared with
+/// `scripts/demo` and `scripts/bench-ingress`, created by whichever comes first): every data key
+/// in the stack's database is wrapped by it, and a process started with another key refuses to
+/// start. A test that needs other keys (rotation) uses a database of its own.
+pub fn stack_data_key() -> String {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/data-encryption-key");
+        if let Ok(key) = std::fs::read_to_string(&path)
+            && !key.trim().is_empty()
+        {
+            return key.trim().to_owned();
+        }
+        let key = random_key();
+        let fresh = path.with_extension(format!("{}.tmp", std::process::id()));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut file = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create(true).truncate(true), 0o600)
+            .open(&fresh)
+            .unwrap();
+        std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes()).unwrap();
+        // Whoever links first wins; a loser reads the winner's key.
+        match std::fs::hard_link(&fresh, &path) {
+            Ok(()) => {
+                std::fs::remove_file(&fresh).ok();
+                key
+            }
+            Err(_) => {
+                std::fs::remove_file(&fresh).ok();
+                std::fs::read_to_string(&path).unwrap().trim().to_owned()
+            }
+        }
+    })
+    .clone()
+}
+
 /// Writes one history row (`biometric_events`) for `user`, measured at `measured_at` (RFC 3339).
 pub async fn insert_history_row(pool: &sqlx::PgPool, user: &str, measured_at: &str) {
     sqlx::query(

@@ -68,13 +68,22 @@ pub async fn spawn_ingress(raw_topic: &str, secrets: VendorSecrets, extra: &[&st
 
 /// [`spawn_ingress`] sealing every body under `data_encryption_key` (64 hex characters).
 pub async fn spawn_sealing_ingress(raw_topic: &str, secrets: VendorSecrets, data_encryption_key: &str, extra: &[&str]) -> TestIngress {
+    start(build_sealing_ingress(raw_topic, secrets, data_encryption_key, extra).await.expect("ingress builds"))
+}
+
+/// A sealing ingress as built at start, or why it refused to start.
+pub async fn build_sealing_ingress(
+    raw_topic: &str,
+    secrets: VendorSecrets,
+    data_encryption_key: &str,
+    extra: &[&str],
+) -> anyhow::Result<Ingress> {
     helpers::require_stack();
     let mut argv = vec!["ingress", "--http-addr", "127.0.0.1:0", "--raw-topic", raw_topic];
     argv.extend_from_slice(extra);
     let args = Wrapper::parse_from(argv).args;
     let kek = Kek::from_secrets(&Secret::new(data_encryption_key), None).unwrap();
-    let ingress = Ingress::build_with(&args, secrets, OAuthSecrets::default(), Some(kek)).await.expect("ingress builds");
-    start(ingress)
+    Ingress::build_with(&args, secrets, OAuthSecrets::default(), Some(kek)).await
 }
 
 fn start(ingress: Ingress) -> TestIngress {

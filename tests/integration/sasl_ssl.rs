@@ -75,7 +75,7 @@ fn run_with_wrong_password(args: &[&str]) -> (std::process::ExitStatus, String) 
         .env("DATABASE_URL", helpers::database_url())
         .env("SCHEMA_REGISTRY_URL", helpers::registry_url())
         .env("TERRA_SIGNING_SECRET", helpers::TERRA_SECRET)
-        .env("DATA_ENCRYPTION_KEY", helpers::random_key())
+        .env("DATA_ENCRYPTION_KEY", helpers::stack_data_key())
         .envs(sasl_env(wrong.to_str().unwrap()));
     let (status, stderr) = helpers::run_until_exit(&mut command, Duration::from_secs(30));
     assert!(!stderr.contains(wrong_password), "the password must never be logged:\n{stderr}");

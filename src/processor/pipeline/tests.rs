@@ -304,7 +304,7 @@ fn a_sealed_record_is_read_opened_and_copied_on_sealed() {
     let pipeline = pipeline();
     let run_sealed = |vendor: &str, body: &[u8], user: Option<&str>| {
         let headers = ingress_headers(vendor, &[]);
-        let stored = b"\0bbs1 stands in for the sealed bytes".as_slice();
+        let stored = b"\0bbs2 stands in for the sealed bytes".as_slice();
         let record = Record {
             topic: "raw-webhooks",
             partition: 0,
