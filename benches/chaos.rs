@@ -25,8 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use biometric_bridge::at_rest;
 use biometric_bridge::config::KafkaArgs;
 use biometric_bridge::event::{EventKind, Vendor};
+use biometric_bridge::secret::Secret;
 use biometric_bridge::topology::Topology;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,6 +38,21 @@ const SECRET: &str = "chaos-terra-signing-secret-not-for-production";
 /// KRaft's `broker.session.timeout.ms` default: how long the controller waits before fencing a
 /// broker that stopped heartbeating, and so moving its partitions' leadership.
 const FENCING: Duration = Duration::from_secs(9);
+
+/// Opens the sealed raw records (the stack's key, the stack's database), for the proof.
+fn opener() -> at_rest::BlockingReader {
+    let runtime = Box::leak(Box::new(tokio::runtime::Runtime::new().unwrap()));
+    let key = std::fs::read_to_string(data_encryption_key_file()).expect("the stack's data-encryption-key (scripts/chaos makes it)");
+    let kek = at_rest::Kek::from_secrets(&Secret::new(key.trim()), None).unwrap();
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/stack env)");
+    let pool = runtime.block_on(sqlx::PgPool::connect(&url)).expect("PostgreSQL");
+    at_rest::BlockingReader { keys: Some(Arc::new(at_rest::DataKeys::new(pool, kek, Duration::ZERO))), handle: runtime.handle().clone() }
+}
+
+/// The stack's key-encryption key (shared with the demo, the bench and the tests).
+fn data_encryption_key_file() -> PathBuf {
+    root().join(".stack/data-encryption-key")
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -119,6 +136,7 @@ impl Processors {
             .args(["process", "--instance-id", instance, "--metrics-addr", "127.0.0.1:0", "--namespace", &self.namespace, "--topology"])
             .arg(&self.topology)
             .env("RUST_LOG", "info,rdkafka=warn")
+            .env("DATA_ENCRYPTION_KEY_FILE", data_encryption_key_file())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -293,6 +311,11 @@ fn main() {
         .arg(&topology_path)
         .env("TERRA_SIGNING_SECRET", SECRET)
         .env("RUST_LOG", "info,rdkafka=warn")
+        // Sealed at rest, as in production, under the stack's key (scripts/chaos makes it).
+        .env("DATA_ENCRYPTION_KEY_FILE", data_encryption_key_file())
+        // The load comes from one address: the per-client share of the in-flight limit (meant
+        // for many senders) would refuse it for overload while a write waits on a failover.
+        .env("MAX_IN_FLIGHT_PER_CLIENT", "0")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(out.join("ingress.log")).unwrap())
         .spawn()
@@ -454,9 +477,16 @@ fn main() {
     let raw_records = read_all(&bootstrap, &[&raw], "delivery-id", acknowledged.len(), Duration::from_secs(10), Duration::from_secs(300));
     let mut raw_counts: HashMap<String, usize> = HashMap::new();
     let mut expected_events: Vec<String> = Vec::new();
+    let opener = opener();
     for (delivery, body) in &raw_records {
         *raw_counts.entry(delivery.clone()).or_default() += 1;
-        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let body = match opener.read(body) {
+            Ok(at_rest::Reading::Opened(opened)) => opened.body,
+            Ok(at_rest::Reading::Plain) => body.clone(),
+            Ok(at_rest::Reading::Erased { key_id }) => panic!("delivery {delivery}: data key {key_id} was erased"),
+            Err(error) => panic!("delivery {delivery}: {error}"),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if let Some(summary) = json["data"][0]["metadata"]["summary_id"].as_str() {
             expected_events.push(biometric_bridge::vendors::event_id(Vendor::Terra, EventKind::Sleep, summary));
         }

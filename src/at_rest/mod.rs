@@ -89,6 +89,18 @@ impl BlockingReader {
             .unwrap_or_else(|_| Err(ReadError::Key(KeyError::Database(sqlx::Error::PoolTimedOut))))
     }
 
+    /// Seals `body` for the vendor's user, as the ingress does; `None` when this process has no
+    /// key-encryption key (it then writes in the clear, as it warned at start).
+    pub fn seal(&self, vendor: Vendor, vendor_user_id: &str, body: &[u8]) -> Result<Option<SealedRecord>, KeyError> {
+        let Some(keys) = self.keys.as_deref() else { return Ok(None) };
+        self.handle
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(5), seal(keys, vendor, Some(vendor_user_id), body)).await
+            })
+            .unwrap_or_else(|_| Err(KeyError::Database(sqlx::Error::PoolTimedOut)))
+            .map(Some)
+    }
+
     pub fn forget_cached(&self) {
         if let Some(keys) = &self.keys {
             keys.forget_cached();

@@ -20,9 +20,10 @@
 //! the person's data keys are deleted with their rows, and their raw webhooks, dead letters,
 //! pending fetches and retries are unreadable from then on. The output topics' events stay
 //! readable Avro until retention by design; consumers delete their copies on `USER_ERASED`.
-//! Not yet cleaned, and reported as such: records the project does not seal (Terra's own Kafka
-//! destination, its repartition copies and the payloads downloaded from its pointers), which go
-//! when their retention passes (the report gives it).
+//! Not yet cleaned, and reported as such: what Terra's own Kafka destination writes in the clear,
+//! and its pointers' repartition copies (a pointer names no user, so there is no key to seal it
+//! under), which go when their retention passes (the report gives it). The processor seals what
+//! it makes from them about a person: re-keyed records and downloaded payloads.
 
 mod notify;
 mod places;

@@ -68,7 +68,7 @@ pub fn kafka(topology: &Topology) -> Vec<Place> {
     };
     let outputs = days(&mut topology.event_sinks.iter().map(String::as_str));
     let mut places = Vec::new();
-    // Records others write (Terra's destination) and their copies are not sealed yet.
+    // Records others write (Terra's destination), and the copies of its pointers, are not sealed.
     let unsealed: Vec<&str> = topology
         .sources
         .iter()
@@ -79,8 +79,8 @@ pub fn kafka(topology: &Topology) -> Vec<Place> {
         places.push(Place::unclean(
             "kafka.unsealed",
             format!(
-                "records of Terra's own Kafka destination, their repartition copies and the payloads downloaded from its \
-                 pointers are not sealed: they go when retention passes ({})",
+                "records of Terra's own Kafka destination (written by Terra in the clear) and the repartition copies of \
+                 its pointers (which name no user) are not sealed: they go when retention passes ({})",
                 days(&mut unsealed.into_iter()).join(", ")
             ),
         ));

@@ -23,4 +23,4 @@ pub mod plausibility;
 pub mod store;
 pub mod triggers;
 
-pub use pipeline::{AtRest, FetchPlan, Identities, InfraError, LookupError, Output, Pipeline, Record, TaskStores, TopicLimits};
+pub use pipeline::{AtRest, FetchPlan, Identities, InfraError, LookupError, Output, Pipeline, Record, SealFor, TaskStores, TopicLimits};

@@ -74,6 +74,18 @@ pub struct Output {
     pub headers: OwnedHeaders,
     /// For events: when the ingress received the data (end-to-end latency at commit).
     pub received_at_ms: Option<i64>,
+    /// Raw bytes about this person that the pipeline made (a downloaded Terra payload, a
+    /// re-keyed Terra record): the runtime seals them under the person's data key before
+    /// writing, as the ingress seals what it writes. Copies of sealed records are already
+    /// sealed and say `None`.
+    pub seal_for: Option<SealFor>,
+}
+
+/// Whose data key seals an [`Output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealFor {
+    pub vendor: Vendor,
+    pub vendor_user_id: String,
 }
 
 /// A dependency (PostgreSQL) is unavailable: not the record's fault. The runtime pauses and
@@ -245,6 +257,7 @@ impl Pipeline {
                     payload: record.stored_payload().unwrap_or(body).to_vec(),
                     headers: out,
                     received_at_ms: None,
+                    seal_for: None,
                 }])
             }
             Outcome::Notice { kind, detail } => {
@@ -387,6 +400,7 @@ impl Pipeline {
             payload,
             headers: headers::event_headers(event),
             received_at_ms: Some(event.received_at),
+            seal_for: None,
         }
     }
 
@@ -423,6 +437,7 @@ impl Pipeline {
             payload: record.stored_payload().unwrap_or_default().to_vec(),
             headers: out,
             received_at_ms: None,
+            seal_for: None,
         }
     }
 }
@@ -469,7 +484,9 @@ fn rekey(record: &Record<'_>, repartition_topic: &str) -> Output {
     // Terra's Kafka destination sends pointers without a user: spread them by URL (the payload
     // they lead to is keyed by its user once downloaded).
     let pointer = vendors::terra::is_pointer(body);
-    let key = vendors::vendor_user_id(Vendor::Terra, body)
+    let user = vendors::vendor_user_id(Vendor::Terra, body);
+    let key = user
+        .as_ref()
         .map(|user| format!("terra:{user}"))
         .or_else(|| pointer.then(|| vendors::terra::pointer::routing_key(body)).flatten())
         .unwrap_or_else(|| "terra".to_owned());
@@ -488,7 +505,16 @@ fn rekey(record: &Record<'_>, repartition_topic: &str) -> Output {
         out = headers::with(out, headers::DELIVERY_ID, &delivery);
     }
     crate::metrics::RECORDS_OUT.with_label_values(&[repartition_topic]).inc();
-    Output { topic: repartition_topic.to_owned(), key: Some(key.into_bytes()), payload: body.to_vec(), headers: out, received_at_ms: None }
+    // The copy is ours to seal (Terra's destination writes in the clear); a pointer names no one.
+    let seal_for = user.filter(|_| record.at_rest.is_none()).map(|vendor_user_id| SealFor { vendor: Vendor::Terra, vendor_user_id });
+    Output {
+        topic: repartition_topic.to_owned(),
+        key: Some(key.into_bytes()),
+        payload: body.to_vec(),
+        headers: out,
+        received_at_ms: None,
+        seal_for,
+    }
 }
 
 fn severity_name(severity: crate::event::Severity) -> &'static str {

@@ -326,10 +326,12 @@ impl Engine {
         }
         let stateful = self.task_topics.iter().any(|t| t == record.topic);
         let stores = task_stores(&mut self.tasks, record.partition, stateful);
-        let outputs = self
-            .pipeline
-            .process(&record, &mut self.identities, stores)
-            .map_err(|infra| Interrupt::Outage { infra, at: (record.topic.to_owned(), record.partition, record.offset) })?;
+        let outputs = self.pipeline.process(&record, &mut self.identities, stores).and_then(|mut outputs| {
+            super::sealed::seal_outputs(&self.at_rest, &mut outputs)?;
+            Ok(outputs)
+        });
+        let outputs =
+            outputs.map_err(|infra| Interrupt::Outage { infra, at: (record.topic.to_owned(), record.partition, record.offset) })?;
         self.write(&record, outputs, stateful)?;
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Sealed records in the exactly-once loop: opened before the pipeline sees them, skipped when
-//! their data key was erased.
+//! their data key was erased; and the raw bytes the pipeline makes about a person (downloaded
+//! Terra payloads, re-keyed Terra records) sealed before they are written.
 //!
 //! A record sealed under an erased key belongs to a person who asked to be forgotten: it is
 //! skipped (its offset committed, nothing written), logged by position and key id only, and
@@ -8,7 +9,8 @@
 //! outage like an identity lookup's: the record is consumed again once it is back.
 
 use crate::at_rest::{BlockingReader, Opened, Reading};
-use crate::processor::{AtRest, InfraError, Record};
+use crate::kafka::headers;
+use crate::processor::{AtRest, InfraError, Output, Record};
 
 /// What a consumed value turned out to be.
 pub enum Opening {
@@ -48,4 +50,22 @@ pub fn view<'a>(record: Record<'a>, opening: &'a Opening) -> Record<'a> {
         },
         _ => record,
     }
+}
+
+/// Seals every output that asks for it (`seal_for`): its key then names the data key and its
+/// headers no user, exactly as the ingress writes a sealed record. A key store that does not
+/// answer is an outage: nothing is written unsealed instead.
+pub fn seal_outputs(reader: &BlockingReader, outputs: &mut [Output]) -> Result<(), InfraError> {
+    for output in outputs.iter_mut() {
+        let Some(seal_for) = output.seal_for.take() else { continue };
+        let sealed = reader
+            .seal(seal_for.vendor, &seal_for.vendor_user_id, &output.payload)
+            .map_err(|error| InfraError { dependency: "data keys", message: error.to_string() })?;
+        if let Some(sealed) = sealed {
+            output.key = Some(sealed.key.into_bytes());
+            output.payload = sealed.value;
+            output.headers = headers::copy_except(Some(output.headers.as_borrowed()), &[headers::VENDOR_USER_ID]);
+        }
+    }
+    Ok(())
 }

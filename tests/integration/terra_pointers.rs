@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use biometric_bridge::at_rest::{self, DataKeys, Kek, Reading};
+use biometric_bridge::secret::Secret;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -69,21 +71,59 @@ async fn a_pointer_on_terra_direct_becomes_an_event_and_a_durable_raw_record() {
     let producer = terra_producer();
     publish(&producer, &topology.topic("terra-direct"), &TerraSim::pointer(&url, 600)).await;
     publish(&producer, &topology.topic("terra-direct"), br#"{"type":"healthcheck","status":"success"}"#).await;
-    let processor = processor(&topology, "direct");
+    // A record with its data (and its user) on the destination too.
+    let direct = sleep("direct-user", "direct-night-1");
+    publish(&producer, &topology.topic("terra-direct"), &direct).await;
+    // With the stack's key-encryption key: what the processor writes about a person is sealed.
+    let key = helpers::stack_data_key();
+    let env = [DOWNLOAD_ENV[0], DOWNLOAD_ENV[1], ("DATA_ENCRYPTION_KEY", key.as_str())];
+    let processor = helpers::spawn_processor(&topology, "direct", &env);
 
-    let events = helpers::read_events(&[topology.topic("terra-biometric-events")], 1, Duration::from_secs(60)).await;
-    assert_eq!(events.len(), 1, "{}", processor.log_tail());
-    assert_eq!(events[0].event.event_id, event_id("pointer-night-1"));
-    assert_eq!(events[0].event.user_id, "pointer-user");
-    assert_eq!(events[0].event.hrv_rmssd_ms, Some(58.0));
+    let mut events = helpers::read_events(&[topology.topic("terra-biometric-events")], 2, Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 2, "{}", processor.log_tail());
+    events.sort_by(|a, b| a.event.user_id.cmp(&b.event.user_id));
+    assert_eq!(events[0].event.event_id, event_id("direct-night-1"));
+    assert_eq!(events[1].event.event_id, event_id("pointer-night-1"));
+    assert_eq!(events[1].event.user_id, "pointer-user");
+    assert_eq!(events[1].event.hrv_rmssd_ms, Some(58.0));
 
-    // The payload itself is in the raw topic, keyed by its user, with where it came from.
+    let pool = sqlx::PgPool::connect(&helpers::database_url()).await.unwrap();
+    let keys = DataKeys::new(pool, Kek::from_secrets(&Secret::new(key.clone()), None).unwrap(), Duration::ZERO);
+    let keys = &keys;
+    let open = |payload: Vec<u8>| async move { at_rest::read(Some(keys), &payload).await.unwrap() };
+
+    // The repartition copies: the record naming its user is sealed under the user's data key
+    // (keyed by the key id, as the ingress keys its records); the pointer names no one.
+    let repartition = format!("bb-{}-terra-direct-repartition", topology.id);
+    let copies = tokio::task::spawn_blocking(move || helpers::read_raw(&repartition, 3, Duration::from_secs(5))).await.unwrap();
+    assert_eq!(copies.len(), 3, "pointer, healthcheck, record");
+    let sealed: Vec<_> = copies.iter().filter(|copy| at_rest::envelope::parse(&copy.payload).is_some()).collect();
+    assert_eq!(sealed.len(), 1, "only the record naming its user");
+    assert!(String::from_utf8_lossy(sealed[0].key.as_deref().unwrap()).starts_with("terra:k_"));
+    assert!(!String::from_utf8_lossy(&sealed[0].payload).contains("direct-user"));
+    match open(sealed[0].payload.clone()).await {
+        Reading::Opened(opened) => {
+            assert!(opened.body == direct, "byte for byte");
+            assert_eq!(opened.vendor_user_id.as_deref(), Some("terra-direct-user"));
+        }
+        _ => panic!("the repartition copy does not open"),
+    }
+
+    // The payload itself is in the raw topic, sealed under its user's key, with where it came from.
     let raw = topology.topic("raw-webhooks");
     let records = tokio::task::spawn_blocking(move || helpers::read_raw(&raw, 2, Duration::from_secs(5))).await.unwrap();
     assert_eq!(records.len(), 1, "exactly the downloaded payload");
     let record = &records[0];
-    assert!(record.payload == body, "byte for byte");
-    assert_eq!(record.key.as_deref(), Some(&b"terra:terra-pointer-user"[..]));
+    let key_id = at_rest::envelope::parse(&record.payload).expect("sealed").key_id;
+    assert_eq!(record.key.as_deref(), Some(format!("terra:k_{}", key_id.simple()).as_bytes()));
+    assert!(!String::from_utf8_lossy(&record.payload).contains("pointer-user"), "nothing in the clear");
+    match open(record.payload.clone()).await {
+        Reading::Opened(opened) => {
+            assert!(opened.body == body, "byte for byte");
+            assert_eq!(opened.vendor_user_id.as_deref(), Some("terra-pointer-user"));
+        }
+        _ => panic!("the downloaded payload does not open"),
+    }
     assert!(record.headers["terra-pointer-origin"].starts_with(&format!("{}/", topology.topic("terra-direct"))));
     assert!(record.headers.contains_key("terra-payload-reference"));
     assert!(record.headers["downloaded-at"].parse::<i64>().unwrap() > 0);

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::{Identities, InfraError, Output, Pipeline, Record, TaskStores, raw_input};
+use super::{Identities, InfraError, Output, Pipeline, Record, SealFor, TaskStores, raw_input};
 use crate::event::Vendor;
 use crate::fetch::FetchOutcome;
 use crate::fetch::backoff::retry_topic_delay;
@@ -208,7 +208,8 @@ impl Pipeline {
 
     /// The downloaded payload as a raw record of the ingress topic.
     fn raw_payload(&self, record: &Record<'_>, request: &PendingFetch, body: Vec<u8>, now_ms: i64) -> Output {
-        let key = vendors::vendor_user_id(Vendor::Terra, &body).map_or_else(|| "terra".to_owned(), |user| format!("terra:{user}"));
+        let user = vendors::vendor_user_id(Vendor::Terra, &body);
+        let key = user.as_ref().map_or_else(|| "terra".to_owned(), |user| format!("terra:{user}"));
         // The pointer's own signature headers sign the pointer, not the payload: not copied.
         let mut out = headers::copy_except(record.headers, POINTER_ONLY_HEADERS);
         out = headers::with(out, headers::DELIVERY_ID, &format!("terra-payload:{}", request.object_id));
@@ -219,7 +220,8 @@ impl Pipeline {
         }
         let topic = self.topology.ingress_topic().to_owned();
         crate::metrics::RECORDS_OUT.with_label_values(&[&topic]).inc();
-        Output { topic, key: Some(key.into_bytes()), payload: body, headers: out, received_at_ms: None }
+        let seal_for = user.map(|vendor_user_id| SealFor { vendor: Vendor::Terra, vendor_user_id });
+        Output { topic, key: Some(key.into_bytes()), payload: body, headers: out, received_at_ms: None, seal_for }
     }
 
     /// The notification again, on the retry topic, after pass `pass` failed.
@@ -244,6 +246,7 @@ impl Pipeline {
             payload: record.stored_payload().unwrap_or_default().to_vec(),
             headers: out,
             received_at_ms: None,
+            seal_for: None,
         }
     }
 }

@@ -106,7 +106,14 @@ mod tests {
     }
 
     fn output(topic: &str, bytes: usize) -> Output {
-        Output { topic: topic.to_owned(), key: None, payload: vec![b'x'; bytes], headers: OwnedHeaders::new(), received_at_ms: None }
+        Output {
+            topic: topic.to_owned(),
+            key: None,
+            payload: vec![b'x'; bytes],
+            headers: OwnedHeaders::new(),
+            received_at_ms: None,
+            seal_for: None,
+        }
     }
 
     #[test]

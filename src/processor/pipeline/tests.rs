@@ -291,6 +291,9 @@ fn terra_direct_records_are_rekeyed_into_the_repartition_topic() {
     assert_eq!(header(out, "vendor").as_deref(), Some("terra"));
     assert_eq!(header(out, "received-at").as_deref(), Some("1795660000000"));
     assert_eq!(header(out, "delivery-id").as_deref(), Some("terra-direct/1/9"));
+    // Terra's destination writes in the clear; the copy is ours, sealed for its user.
+    let user = "5c0e8c1e-3f5a-4b7e-9d6b-2f1f6c3a9e11".to_owned();
+    assert_eq!(out.seal_for, Some(SealFor { vendor: Vendor::Terra, vendor_user_id: user }));
 
     // ...and the repartitioned record normalizes to the Terra topic.
     let rekeyed = simple("biometric-bridge-terra-direct-repartition", "terra", &body);

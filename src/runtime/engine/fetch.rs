@@ -58,6 +58,10 @@ impl Engine {
                     self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, stores)
                 }
             };
+            let outputs = outputs.and_then(|mut outputs| {
+                sealed::seal_outputs(&self.at_rest, &mut outputs)?;
+                Ok(outputs)
+            });
             match outputs {
                 Ok(outputs) => self.write(&record, outputs, true)?,
                 Err(infra) => {

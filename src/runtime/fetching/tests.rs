@@ -125,6 +125,7 @@ fn done(offset: i64) -> FetchPlan {
         payload: Vec::new(),
         headers: OwnedHeaders::new(),
         received_at_ms: None,
+        seal_for: None,
     }])
 }
 

@@ -515,6 +515,8 @@ fn a_downloaded_payload_is_written_to_the_raw_topic_keyed_by_its_user() {
     assert_eq!(header(out, headers::DELIVERY_ID), Some(format!("terra-payload:{}", pointer_request().object_id)));
     assert_eq!(header_count(out, headers::DELIVERY_ID), 1);
     assert_eq!(header(out, headers::FETCH_PATH), None);
+    let user = "5c0e8c1e-3f5a-4b7e-9d6b-2f1f6c3a9e11".to_owned();
+    assert_eq!(out.seal_for, Some(SealFor { vendor: Vendor::Terra, vendor_user_id: user }), "sealed for its user before it is written");
 }
 
 #[test]
