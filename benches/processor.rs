@@ -137,11 +137,26 @@ fn collect(
     timeout: Duration,
     latency_of: fn(&rdkafka::message::BorrowedMessage) -> Option<i64>,
 ) -> (Instant, Instant, Vec<i64>) {
+    collect_from_first(consumer, topic, expected, timeout, latency_of, &mut || {})
+}
+
+/// [`collect`], calling `at_first` when the first record arrives.
+fn collect_from_first(
+    consumer: &BaseConsumer,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+    latency_of: fn(&rdkafka::message::BorrowedMessage) -> Option<i64>,
+    at_first: &mut dyn FnMut(),
+) -> (Instant, Instant, Vec<i64>) {
     let deadline = Instant::now() + timeout;
     let (mut first, mut last, mut count, mut latencies) = (None, Instant::now(), 0usize, Vec::new());
     while count < expected && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             let at = Instant::now();
+            if first.is_none() {
+                at_first();
+            }
             first.get_or_insert(at);
             last = at;
             count += 1;
@@ -158,6 +173,26 @@ fn rate(records: usize, first: Instant, last: Instant) -> f64 {
     records as f64 / (last - first).as_secs_f64().max(1e-9)
 }
 
+/// The process's CPU time so far (utime + stime from /proc), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The process's peak resident set (VmHWM), in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    kb / 1024.0
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return -1;
@@ -168,6 +203,18 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 // ---- the raw pipe ----
 
 /// consume -> produce, no transform, no transactions: copies key, value and headers.
+/// The raw pipe in a process of its own (this binary, `--raw-pipe <in> <out>`), so its CPU time
+/// is its own and not the measuring reader's; it runs until killed.
+fn spawn_raw_pipe(input: &str, output: &str) -> Processor {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--raw-pipe", input, output])
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Processor(child)
+}
+
 fn raw_pipe(input: &str, output: &str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -232,18 +279,18 @@ fn spawn_processor(topology_file: &Path, namespace: &str, log: &Path) -> Process
     Processor(child)
 }
 
+/// The shipped topology without the de-duplication and baseline processors and their stores
+/// (edited as TOML, so the comments and parameters of the shipped file can change freely).
 fn stateless_topology() -> String {
-    std::fs::read_to_string(root().join("topologies/biometric.toml"))
-        .unwrap()
-        .replace("[[processors]]\nname = \"dedup\"\ntype = \"dedup\"\nstore = \"dedup\"\n", "")
-        .replace("# Longest vendor retry horizon (Terra: a little over 24 h; Garmin \"On Hold\": 7 days) plus margin.\nwindow_days = 7\n", "")
-        .replace("[[stores]]\nname = \"dedup\"\n", "")
-        .replace(
-            "[[processors]]\nname = \"hrv-baseline\"\ntype = \"hrv-baseline\"\nstore = \"hrv-baseline\"\n",
-            "",
-        )
-        .replace("# A 7-day rolling mean of ln(HRV) judged against the 60-day baseline mean +/- 0.5 SD\n# (the smallest worthwhile change), once there are enough readings.\nrecent_days = 7\nbaseline_days = 60\nband_sd = 0.5\nmin_recent_readings = 3\nmin_history_days = 14\n", "")
-        .replace("[[stores]]\nname = \"hrv-baseline\"\n", "")
+    let text = std::fs::read_to_string(root().join("topologies/biometric.toml")).unwrap();
+    let mut topology: toml::Table = text.parse().unwrap();
+    let stateful = |entry: &toml::Value| matches!(entry.get("name").and_then(|n| n.as_str()), Some("dedup" | "hrv-baseline"));
+    for list in ["processors", "stores"] {
+        if let Some(toml::Value::Array(entries)) = topology.get_mut(list) {
+            entries.retain(|entry| !stateful(entry));
+        }
+    }
+    toml::to_string(&topology).unwrap()
 }
 
 fn prepare(text: &str, namespace: &str, partitions: usize) -> (PathBuf, Topology) {
@@ -273,6 +320,9 @@ struct Row {
     records_per_sec: f64,
     p50: i64,
     p99: i64,
+    /// CPU time of the pipeline's process from its first output to its last, per record.
+    cpu_us_per_record: f64,
+    peak_rss_mb: f64,
 }
 
 /// Throughput on a preloaded backlog, then latency at a steady rate, for one pipeline.
@@ -282,15 +332,22 @@ fn measure(
     output: &str,
     records: usize,
     rate_per_sec: usize,
-    start: &mut dyn FnMut(),
+    start: &mut dyn FnMut() -> u32,
     latency_of: fn(&rdkafka::message::BorrowedMessage) -> Option<i64>,
 ) -> Row {
     let payloads = Payloads::new();
     preload(input, records, &payloads);
     let throughput_reader = ready_reader(output, "earliest");
-    start();
-    let (first, last, _) = collect(&throughput_reader, output, records, Duration::from_secs(600), |_| None);
+    let pid = start();
+    // CPU from the first output on: start-up (registry, group join, restore) is not per record.
+    let mut ticks_at_first = 0;
+    let (first, last, _) = collect_from_first(&throughput_reader, output, records, Duration::from_secs(600), |_| None, &mut || {
+        ticks_at_first = cpu_ticks(pid)
+    });
+    let ticks = cpu_ticks(pid) - ticks_at_first;
     let throughput = rate(records, first, last);
+    // The first record's own work is before the first sample: records - 1 were measured.
+    let cpu_us_per_record = ticks as f64 / clock_ticks_per_sec() * 1e6 / (records.max(2) - 1) as f64;
 
     // Latency: a paced stream on the now idle pipeline.
     let paced = rate_per_sec * 10;
@@ -313,14 +370,26 @@ fn measure(
     });
     let mut latencies: Vec<i64> = writer.2;
     latencies.sort_unstable();
-    println!("{name}: {throughput:.0} records/s, latency p50 {} ms, p99 {} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-    Row { name, records_per_sec: throughput, p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99) }
+    let peak_rss_mb = peak_rss_mb(pid);
+    println!(
+        "{name}: {throughput:.0} records/s, {cpu_us_per_record:.1} CPU-us per record, peak RSS {peak_rss_mb:.0} MB, latency p50 {} ms, p99 {} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    Row {
+        name,
+        records_per_sec: throughput,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        cpu_us_per_record,
+        peak_rss_mb,
+    }
 }
 
 /// Restore time of `users` baselines (30 days of readings each) written straight to a changelog,
 /// and the handover time: from starting an instance on that state to its first processed record
 /// (process start, registry, group join, restore, first transaction).
-fn restore_time(users: usize, partitions: usize) -> (u64, usize, u128) {
+fn restore_time(users: usize, partitions: usize) -> (u64, usize, u128, f64) {
     let namespace = format!("bench-restore-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let text = std::fs::read_to_string(root().join("topologies/biometric.toml")).unwrap();
     let (path, topology) = prepare(&text, &namespace, partitions);
@@ -351,9 +420,11 @@ fn restore_time(users: usize, partitions: usize) -> (u64, usize, u128) {
     let reader = ready_reader(&output, "earliest");
     let log = std::env::temp_dir().join(format!("{namespace}.log"));
     let started = Instant::now();
-    let _processor = spawn_processor(&path, &namespace, &log);
+    let processor = spawn_processor(&path, &namespace, &log);
     let (_, _, _) = collect(&reader, &output, 1, Duration::from_secs(300), |_| None);
     let handover_ms = started.elapsed().as_millis();
+    // Every user's state is in memory once the first record is processed.
+    let rss_mb = peak_rss_mb(processor.0.id());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -361,7 +432,7 @@ fn restore_time(users: usize, partitions: usize) -> (u64, usize, u128) {
             let plain: String = strip_ansi(line);
             let ms = plain.split("elapsed_ms=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap();
             let entries = plain.split("entries=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap();
-            return (ms, entries, handover_ms);
+            return (ms, entries, handover_ms, rss_mb);
         }
         assert!(Instant::now() < deadline, "no restore line in {}", log.display());
         std::thread::sleep(Duration::from_millis(200));
@@ -386,6 +457,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list`
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--raw-pipe") {
+        // The child of `spawn_raw_pipe`: copies until it is killed.
+        let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        return raw_pipe(&args[at + 1], &args[at + 2], never);
+    }
     let records = env_num("BENCH_RECORDS", 20_000);
     let partitions = env_num("BENCH_PARTITIONS", 4);
     let rate_per_sec = env_num("BENCH_RATE", 500);
@@ -402,8 +479,7 @@ fn main() {
     let (_, pipe) = prepare(&stateless_topology(), &format!("bench-pipe-{run}"), partitions);
     let pipe_in = pipe.source_topics()[0].to_owned();
     let pipe_out = pipe.route(biometric_bridge::event::Vendor::Terra).to_owned();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut pipe_thread = None;
+    let mut pipe = None;
     rows.push(measure(
         "raw rdkafka pipe (no transform, no transactions)",
         &pipe_in,
@@ -411,13 +487,14 @@ fn main() {
         records,
         rate_per_sec,
         &mut || {
-            let (input, output, stop) = (pipe_in.clone(), pipe_out.clone(), stop.clone());
-            pipe_thread = Some(std::thread::spawn(move || raw_pipe(&input, &output, stop)));
+            let child = spawn_raw_pipe(&pipe_in, &pipe_out);
+            let pid = child.0.id();
+            pipe = Some(child);
+            pid
         },
         header_latency,
     ));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    pipe_thread.take().unwrap().join().unwrap();
+    drop(pipe);
 
     // 2. and 3. The exactly-once processor, stateless and with its stores and changelogs.
     for (name, text, label) in [
@@ -440,30 +517,41 @@ fn main() {
             &output,
             records,
             rate_per_sec,
-            &mut || processor = Some(spawn_processor(&path, &namespace, &log)),
+            &mut || {
+                let child = spawn_processor(&path, &namespace, &log);
+                let pid = child.0.id();
+                processor = Some(child);
+                pid
+            },
             event_latency,
         ));
         drop(processor);
     }
 
-    let (restore_ms, entries, handover_ms) = restore_time(restore_users, partitions);
-    println!("restore: {entries} baselines in {restore_ms} ms");
+    let (restore_ms, entries, handover_ms, restore_rss_mb) = restore_time(restore_users, partitions);
+    println!("restore: {entries} baselines in {restore_ms} ms; peak RSS of the instance holding them {restore_rss_mb:.0} MB");
     println!("handover: a new instance on {entries} baselines processed its first record {handover_ms} ms after it was started");
 
     let raw = rows[0].records_per_sec;
     println!();
-    println!("| pipeline | records/s | vs raw pipe | latency p50 | latency p99 |");
-    println!("|---|---:|---:|---:|---:|");
+    let raw_cpu = rows[0].cpu_us_per_record;
+    println!("| pipeline | records/s | vs raw pipe | CPU per record | vs raw pipe | peak RSS | latency p50 | latency p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!(
-            "| {} | {:.0} | {:.0} % | {} ms | {} ms |",
+            "| {} | {:.0} | {:.0} % | {:.1} µs | {:.1}× | {:.0} MB | {} ms | {} ms |",
             row.name,
             row.records_per_sec,
             100.0 * row.records_per_sec / raw,
+            row.cpu_us_per_record,
+            row.cpu_us_per_record / raw_cpu,
+            row.peak_rss_mb,
             row.p50,
             row.p99
         );
     }
     println!();
-    println!("Restore of {entries} users' baselines (hrv-baseline changelog, {partitions} partitions): {restore_ms} ms");
+    println!(
+        "Restore of {entries} users' baselines (hrv-baseline changelog, {partitions} partitions): {restore_ms} ms; the instance's peak RSS {restore_rss_mb:.0} MB"
+    );
 }

@@ -78,7 +78,7 @@ pub static CIRCUIT_STATE: LazyLock<IntGauge> =
 pub static CIRCUIT_PROBES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "biometric_bridge_circuit_probes_total",
-        "Metadata probes of Kafka while the circuit is not closed, by outcome (writable, not_writable).",
+        "Metadata probes of Kafka while the circuit is not closed, by outcome (writable, not_writable, no_connection: writable by the metadata, but no connection to a leader yet, so the circuit half-opens for one request).",
         &["outcome"],
     )
 });
@@ -349,7 +349,7 @@ fn init_ingress() {
     LazyLock::force(&KAFKA_PRODUCE_DURATION);
     LazyLock::force(&REDIS_ERRORS);
     LazyLock::force(&OPEN_CONNECTIONS);
-    for outcome in ["writable", "not_writable"] {
+    for outcome in ["writable", "not_writable", "no_connection"] {
         CIRCUIT_PROBES.with_label_values(&[outcome]);
     }
     for reason in ["idle_timeout", "header_timeout", "over_limit"] {

@@ -187,6 +187,23 @@ impl CircuitBreaker {
     }
 }
 
+impl CircuitBreaker {
+    /// Kafka's metadata says the raw topic can take writes, but this client holds no connection
+    /// to a leader. librdkafka connects to a broker only when it has something to send there,
+    /// and an open circuit sends nothing: waiting for the connection would wait for the full
+    /// recovery period. So an open circuit half-opens now, and the next webhook is the probe
+    /// (its write makes the connection). Returns whether it half-opened.
+    pub fn half_open_for_a_request(&self) -> bool {
+        let mut inner = self.lock();
+        let opened = matches!(&*inner, Inner::Open { .. });
+        if opened {
+            *inner = Inner::HalfOpen { probe_in_flight: false };
+        }
+        publish(&inner);
+        opened
+    }
+}
+
 fn state_of(inner: &Inner) -> CircuitState {
     match inner {
         Inner::Closed { .. } => CircuitState::Closed,
@@ -229,6 +246,23 @@ mod tests {
         probe.failed();
         assert_eq!(breaker.state(), CircuitState::Open);
         assert!(breaker.close_on_healthy_probe());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaders_without_a_connection_half_open_the_circuit_for_one_request() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(60));
+        fail(&breaker);
+        assert!(breaker.half_open_for_a_request(), "no need to wait out the 60 s");
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        let probe = breaker.try_acquire().expect("one webhook goes through");
+        assert!(breaker.try_acquire().is_err(), "only one");
+        assert!(!breaker.half_open_for_a_request(), "a request probe is already deciding");
+        probe.failed();
+        assert_eq!(breaker.state(), CircuitState::Open, "its failure re-opens");
+        assert!(breaker.half_open_for_a_request(), "and the next probe tick lets another through");
+        breaker.try_acquire().unwrap().succeeded();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert!(!breaker.half_open_for_a_request(), "a closed circuit stays closed");
     }
 
     #[tokio::test(start_paused = true)]

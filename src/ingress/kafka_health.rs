@@ -4,7 +4,10 @@
 //! topic can take acks=all writes (every partition led by a broker this client is connected
 //! to, with enough in-sync replicas). When it can, the circuit closes: after a broker failover
 //! the ingress takes webhooks again within about a second of Kafka, instead of after the
-//! circuit's full recovery period, and `/ready` turns 200 with no webhook needed.
+//! circuit's full recovery period, and `/ready` turns 200 with no webhook needed. When only the
+//! connection to a leader is missing (librdkafka connects to a broker when it has something to
+//! send there, and an open circuit sends nothing), the circuit half-opens instead, and the next
+//! webhook's write is the probe.
 //! While the circuit is closed the probe does nothing: requests are the signal then.
 
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use super::IngressState;
 use super::circuit::CircuitState;
+use super::producer::NotWritable;
 use crate::config::KafkaArgs;
 use crate::shutdown::CancellationToken;
 
@@ -48,6 +52,12 @@ pub async fn watch(state: Arc<IngressState>, kafka: KafkaArgs, topic: String, sh
                 if state.producer.circuit().close_on_healthy_probe() {
                     crate::metrics::CIRCUIT_PROBES.with_label_values(&["writable"]).inc();
                     tracing::info!(dependency = "kafka", topic = %topic, "Kafka takes writes again (metadata probe); circuit closed.");
+                }
+            }
+            Ok(Err(NotWritable::NoConnection(reason))) => {
+                crate::metrics::CIRCUIT_PROBES.with_label_values(&["no_connection"]).inc();
+                if state.producer.circuit().half_open_for_a_request() {
+                    tracing::info!(dependency = "kafka", topic = %topic, %reason, "Kafka's metadata says the raw topic takes writes; circuit half-open, the next webhook is the probe.");
                 }
             }
             Ok(Err(reason)) => {

@@ -186,14 +186,19 @@ impl RawProducer {
     /// learnt from failed requests: every partition has a leader that this client is connected
     /// to, and at least `min_insync` in-sync replicas. Blocking (a metadata request, at most
     /// `timeout`). `Err` says what is missing.
-    pub fn raw_topic_writable(&self, min_insync: usize, timeout: Duration) -> Result<(), String> {
-        let metadata = self.producer.client().fetch_metadata(Some(&self.settings.topic), timeout).map_err(|error| error.to_string())?;
+    pub fn raw_topic_writable(&self, min_insync: usize, timeout: Duration) -> Result<(), NotWritable> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.settings.topic), timeout)
+            .map_err(|error| NotWritable::No(error.to_string()))?;
         let up = self.up_brokers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let topic = metadata.topics().first().ok_or("no metadata for the raw topic")?;
+        let alive: BTreeSet<i32> = metadata.brokers().iter().map(|broker| broker.id()).collect();
+        let topic = metadata.topics().first().ok_or_else(|| NotWritable::No("no metadata for the raw topic".to_owned()))?;
         if let Some(error) = topic.error() {
-            return Err(format!("raw topic: {:?}", RDKafkaErrorCode::from(error)));
+            return Err(NotWritable::No(format!("raw topic: {:?}", RDKafkaErrorCode::from(error))));
         }
-        topic_writable(topic.partitions().iter().map(|p| (p.id(), p.leader(), p.isr().len())), &up, min_insync)
+        topic_writable(topic.partitions().iter().map(|p| (p.id(), p.leader(), p.isr().len())), &up, &alive, min_insync)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -222,23 +227,53 @@ impl RawProducer {
     }
 }
 
-/// The verdict of [`RawProducer::raw_topic_writable`] over (partition, leader, ISR size).
-fn topic_writable(partitions: impl Iterator<Item = (i32, i32, usize)>, up: &BTreeSet<i32>, min_insync: usize) -> Result<(), String> {
-    let mut any = false;
+/// Why the raw topic cannot take writes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotWritable {
+    /// Everything Kafka says is fine, but this client holds no connection to a leader (a broker
+    /// the cluster lists, so alive and unfenced): only a write will make librdkafka connect.
+    NoConnection(String),
+    /// Kafka itself says no (no leader, too few in-sync replicas, no metadata).
+    No(String),
+}
+
+impl std::fmt::Display for NotWritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotWritable::NoConnection(reason) | NotWritable::No(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The verdict of [`RawProducer::raw_topic_writable`] over (partition, leader, ISR size), the
+/// brokers this client is connected to (`up`) and those the cluster's metadata lists (`alive`).
+fn topic_writable(
+    partitions: impl Iterator<Item = (i32, i32, usize)>,
+    up: &BTreeSet<i32>,
+    alive: &BTreeSet<i32>,
+    min_insync: usize,
+) -> Result<(), NotWritable> {
+    let (mut any, mut unconnected) = (false, None);
     for (partition, leader, isr) in partitions {
         any = true;
         if leader < 0 {
-            return Err(format!("partition {partition} has no leader"));
+            return Err(NotWritable::No(format!("partition {partition} has no leader")));
+        }
+        if !alive.is_empty() && !alive.contains(&leader) {
+            return Err(NotWritable::No(format!("partition {partition}: its leader, broker {leader}, is not in the cluster's metadata")));
+        }
+        if isr < min_insync {
+            return Err(NotWritable::No(format!("partition {partition} has {isr} in-sync replicas, min.insync.replicas is {min_insync}")));
         }
         // Statistics lag the metadata by up to a second; an empty set means none arrived yet.
         if !up.is_empty() && !up.contains(&leader) {
-            return Err(format!("partition {partition}: no connection to its leader, broker {leader}"));
-        }
-        if isr < min_insync {
-            return Err(format!("partition {partition} has {isr} in-sync replicas, min.insync.replicas is {min_insync}"));
+            unconnected.get_or_insert_with(|| format!("partition {partition}: no connection to its leader, broker {leader}"));
         }
     }
-    if any { Ok(()) } else { Err("the raw topic has no partitions in the metadata".to_owned()) }
+    if !any {
+        return Err(NotWritable::No("the raw topic has no partitions in the metadata".to_owned()));
+    }
+    unconnected.map_or(Ok(()), |reason| Err(NotWritable::NoConnection(reason)))
 }
 
 #[cfg(test)]
@@ -246,13 +281,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writable_needs_every_leader_connected_and_enough_in_sync_replicas() {
-        let up: BTreeSet<i32> = [1, 2].into();
-        assert_eq!(topic_writable([(0, 1, 3), (1, 2, 2)].into_iter(), &up, 2), Ok(()));
-        assert!(topic_writable([(0, 1, 3), (1, 3, 3)].into_iter(), &up, 2).unwrap_err().contains("broker 3"), "a leader we cannot reach");
-        assert!(topic_writable([(0, -1, 0)].into_iter(), &up, 1).unwrap_err().contains("no leader"));
-        assert!(topic_writable([(0, 1, 1)].into_iter(), &up, 2).unwrap_err().contains("in-sync"));
-        assert!(topic_writable(std::iter::empty(), &up, 1).is_err());
+    fn writable_needs_every_leader_alive_and_connected_and_enough_in_sync_replicas() {
+        let (up, alive): (BTreeSet<i32>, BTreeSet<i32>) = ([1, 2].into(), [1, 2, 3].into());
+        assert_eq!(topic_writable([(0, 1, 3), (1, 2, 2)].into_iter(), &up, &alive, 2), Ok(()));
+        let unconnected = topic_writable([(0, 1, 3), (1, 3, 3)].into_iter(), &up, &alive, 2);
+        assert!(matches!(&unconnected, Err(NotWritable::NoConnection(reason)) if reason.contains("broker 3")), "{unconnected:?}");
+        let fenced = topic_writable([(0, 1, 3), (1, 3, 3)].into_iter(), &up, &[1, 2].into(), 2);
+        assert!(matches!(&fenced, Err(NotWritable::No(reason)) if reason.contains("not in the cluster")), "{fenced:?}");
+        let no_leader = topic_writable([(0, -1, 0)].into_iter(), &up, &alive, 1);
+        assert!(matches!(no_leader, Err(NotWritable::No(reason)) if reason.contains("no leader")));
+        let too_few = topic_writable([(0, 1, 1), (1, 3, 3)].into_iter(), &up, &alive, 2);
+        assert!(matches!(too_few, Err(NotWritable::No(reason)) if reason.contains("in-sync")), "Kafka's own no wins over a connection");
+        assert!(matches!(topic_writable(std::iter::empty(), &up, &alive, 1), Err(NotWritable::No(_))));
     }
 
     #[test]
