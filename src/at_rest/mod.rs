@@ -83,22 +83,21 @@ impl BlockingReader {
         if envelope::parse(value).is_none() {
             return Ok(Reading::Plain);
         }
-        let keys = self.keys.as_deref();
-        self.handle
-            .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), read(keys, value)).await })
-            .unwrap_or_else(|_| Err(ReadError::Key(KeyError::Database(sqlx::Error::PoolTimedOut))))
+        self.bounded(read(self.keys.as_deref(), value))
     }
 
     /// Seals `body` for the vendor's user, as the ingress does; `None` when this process has no
     /// key-encryption key (it then writes in the clear, as it warned at start).
     pub fn seal(&self, vendor: Vendor, vendor_user_id: &str, body: &[u8]) -> Result<Option<SealedRecord>, KeyError> {
         let Some(keys) = self.keys.as_deref() else { return Ok(None) };
+        self.bounded(seal(keys, vendor, Some(vendor_user_id), body)).map(Some)
+    }
+
+    /// Runs a key-store call to its end or for 5 s, whichever is first (then: the store is down).
+    fn bounded<T, E: From<KeyError>>(&self, call: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
         self.handle
-            .block_on(async {
-                tokio::time::timeout(std::time::Duration::from_secs(5), seal(keys, vendor, Some(vendor_user_id), body)).await
-            })
-            .unwrap_or_else(|_| Err(KeyError::Database(sqlx::Error::PoolTimedOut)))
-            .map(Some)
+            .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), call).await })
+            .unwrap_or_else(|_| Err(KeyError::Database(sqlx::Error::PoolTimedOut).into()))
     }
 
     pub fn forget_cached(&self) {

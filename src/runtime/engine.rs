@@ -17,13 +17,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, Producer, PurgeConfig};
-
-use super::stream_loop::TxProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::fetching::FetchStage;
 use super::identities::BlockingIdentities;
 use super::store;
+use super::stream_loop::TxProducer;
 use super::task::Task;
 use crate::processor::{InfraError, Output, Pipeline, Record, TaskStores, TopicLimits};
 
@@ -326,12 +325,11 @@ impl Engine {
         }
         let stateful = self.task_topics.iter().any(|t| t == record.topic);
         let stores = task_stores(&mut self.tasks, record.partition, stateful);
-        let outputs = self.pipeline.process(&record, &mut self.identities, stores).and_then(|mut outputs| {
-            super::sealed::seal_outputs(&self.at_rest, &mut outputs)?;
-            Ok(outputs)
-        });
-        let outputs =
-            outputs.map_err(|infra| Interrupt::Outage { infra, at: (record.topic.to_owned(), record.partition, record.offset) })?;
+        let outputs = self
+            .pipeline
+            .process(&record, &mut self.identities, stores)
+            .and_then(|outputs| super::sealed::seal_outputs(&self.at_rest, outputs))
+            .map_err(|infra| Interrupt::Outage { infra, at: at() })?;
         self.write(&record, outputs, stateful)?;
         Ok(())
     }

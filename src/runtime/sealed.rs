@@ -36,8 +36,12 @@ pub fn open(reader: &BlockingReader, record: &Record<'_>) -> Result<Opening, Inf
             );
             Ok(Opening::Erased)
         }
-        Err(error) => Err(InfraError { dependency: "data keys", message: error.to_string() }),
+        Err(error) => Err(key_store_down(error)),
     }
+}
+
+fn key_store_down(error: impl std::fmt::Display) -> InfraError {
+    InfraError { dependency: "data keys", message: error.to_string() }
 }
 
 /// `record` as the pipeline sees it: the opened body, the stored bytes beside it.
@@ -55,17 +59,15 @@ pub fn view<'a>(record: Record<'a>, opening: &'a Opening) -> Record<'a> {
 /// Seals every output that asks for it (`seal_for`): its key then names the data key and its
 /// headers no user, exactly as the ingress writes a sealed record. A key store that does not
 /// answer is an outage: nothing is written unsealed instead.
-pub fn seal_outputs(reader: &BlockingReader, outputs: &mut [Output]) -> Result<(), InfraError> {
-    for output in outputs.iter_mut() {
+pub fn seal_outputs(reader: &BlockingReader, mut outputs: Vec<Output>) -> Result<Vec<Output>, InfraError> {
+    for output in &mut outputs {
         let Some(seal_for) = output.seal_for.take() else { continue };
-        let sealed = reader
-            .seal(seal_for.vendor, &seal_for.vendor_user_id, &output.payload)
-            .map_err(|error| InfraError { dependency: "data keys", message: error.to_string() })?;
+        let sealed = reader.seal(seal_for.vendor, &seal_for.vendor_user_id, &output.payload).map_err(key_store_down)?;
         if let Some(sealed) = sealed {
             output.key = Some(sealed.key.into_bytes());
             output.payload = sealed.value;
             output.headers = headers::copy_except(Some(output.headers.as_borrowed()), &[headers::VENDOR_USER_ID]);
         }
     }
-    Ok(())
+    Ok(outputs)
 }

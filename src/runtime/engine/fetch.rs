@@ -58,11 +58,7 @@ impl Engine {
                     self.pipeline.fetched(&record, &request, attempt, outcome, now_ms, &mut self.identities, stores)
                 }
             };
-            let outputs = outputs.and_then(|mut outputs| {
-                sealed::seal_outputs(&self.at_rest, &mut outputs)?;
-                Ok(outputs)
-            });
-            match outputs {
+            match outputs.and_then(|outputs| sealed::seal_outputs(&self.at_rest, outputs)) {
                 Ok(outputs) => self.write(&record, outputs, true)?,
                 Err(infra) => {
                     // This record and the ones queued behind it will be consumed again.
