@@ -223,6 +223,7 @@ fn raw_pipe(input: &str, output: &str, stop: std::sync::Arc<std::sync::atomic::A
         .set("enable.auto.commit", "true")
         // The processor's consumer tuning (runtime/stream_loop.rs), so the ratio compares like with like.
         .set("fetch.queue.backoff.ms", biometric_bridge::runtime::FETCH_QUEUE_BACKOFF_MS)
+        .set("queued.max.messages.kbytes", biometric_bridge::runtime::QUEUED_MAX_MESSAGES_KBYTES)
         .create()
         .unwrap();
     consumer.subscribe(&[input]).unwrap();

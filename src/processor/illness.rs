@@ -64,24 +64,28 @@ pub fn update_and_judge(
     let mut contributions = Vec::new();
     for (signal, direction) in SIGNALS {
         let key = key(event, signal);
-        let state = if signal == "hrv_rmssd_ms" {
+        // Each series is changed in place (no copy of it): this runs for every record.
+        let state: Option<&BaselineState> = if signal == "hrv_rmssd_ms" {
             if event.hrv_rmssd_ms.is_none() {
                 continue;
             }
-            store.get(&key).cloned()
+            store.get(&key) // the baseline module keeps this series
         } else {
-            let mut state = store.get(&key).cloned().unwrap_or_default();
-            let changed = match value(event, signal) {
+            match value(event, signal) {
                 Some(value) => {
+                    let state = store.get_or_default(key);
                     state.add_value(day, id, value, baseline);
-                    true
+                    Some(state)
                 }
-                None => state.remove(id),
-            };
-            if changed {
-                store.put(key, state.clone());
+                None => {
+                    if store.get(&key).is_some_and(|state| state.contains(id))
+                        && let Some(state) = store.get_mut(&key)
+                    {
+                        state.remove(id);
+                    }
+                    None
+                }
             }
-            value(event, signal).map(|_| state)
         };
         if let Some(judgement) = state.and_then(|state| state.judge(day, &judged_on)) {
             contributions.push(Contribution { signal: signal.to_owned(), z_score: direction * judgement.z_score });

@@ -10,6 +10,14 @@ pub trait KeyValueStore<V> {
     fn get(&self, key: &str) -> Option<&V>;
     fn put(&mut self, key: String, value: V);
     fn delete(&mut self, key: &str);
+    /// The value of `key` to change in place, marked changed: no copy of it, which a `get` and a
+    /// `put` make (a baseline of 60 days is a tree of vectors). Only for a change that will be
+    /// made: a changed mark costs a changelog record.
+    fn get_mut(&mut self, key: &str) -> Option<&mut V>;
+    /// As [`KeyValueStore::get_mut`], with the default value put first when there is none.
+    fn get_or_default(&mut self, key: String) -> &mut V
+    where
+        V: Default;
     /// Keys for which `expired` holds (used to purge old entries).
     fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String>;
     /// Keys that start with `prefix` (a user's entries: see [`key_part`]). A scan: for rare
@@ -42,6 +50,15 @@ impl<V> KeyValueStore<V> for MemoryStore<V> {
     }
     fn delete(&mut self, key: &str) {
         self.map.remove(key);
+    }
+    fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.map.get_mut(key)
+    }
+    fn get_or_default(&mut self, key: String) -> &mut V
+    where
+        V: Default,
+    {
+        self.map.entry(key).or_default()
     }
     fn keys_where(&self, expired: &dyn Fn(&V) -> bool) -> Vec<String> {
         self.map.iter().filter(|(_, v)| expired(v)).map(|(k, _)| k.clone()).collect()

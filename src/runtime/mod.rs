@@ -20,7 +20,7 @@ mod lag;
 mod sealed;
 pub mod store;
 mod stream_loop;
-pub use stream_loop::FETCH_QUEUE_BACKOFF_MS;
+pub use stream_loop::{FETCH_QUEUE_BACKOFF_MS, QUEUED_MAX_MESSAGES_KBYTES};
 mod task;
 
 use std::collections::HashMap;

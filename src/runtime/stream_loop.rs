@@ -41,6 +41,15 @@ pub type TxProducer = BaseProducer<Throttled>;
 /// Overridable with `KAFKA_OPTIONS=fetch.queue.backoff.ms=…`.
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
+/// librdkafka's `queued.max.messages.kbytes` (default 65 536): the consumer's prefetch queue.
+/// Each loop has a consumer and a restore consumer, and at the default their queues were most of
+/// the instance's memory: `scripts/bench-processor` at 100 000 records (BENCHMARKS.md, "Per-record
+/// cost"), the instance holding 100 000 users' baselines peaked at 231 MB with 64 MiB and 181 MB
+/// with 16 MiB, the shipped topology ran at 36 700 and 37 167 records/s, the stateless one at
+/// 59 878 and 55 863 (within the run-to-run noise). 16 MiB is still ~3 400 records of 4.7 KB,
+/// refilled every 10 ms (`FETCH_QUEUE_BACKOFF_MS`). Overridable with `KAFKA_OPTIONS`.
+pub const QUEUED_MAX_MESSAGES_KBYTES: &str = "16384";
+
 /// What distinguishes one loop from the other.
 pub struct LoopSpec {
     /// `tasks` or `rekey`: the thread's name and the logs' `loop` field.
@@ -82,6 +91,7 @@ pub fn clients(
             ("session.timeout.ms", &session_timeout),
             ("statistics.interval.ms", "5000"),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+            ("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES),
         ])?
         .create_with_context(RuntimeContext { engine: Arc::new(Mutex::new(None)) })?;
     let producer: TxProducer = kafka
@@ -106,6 +116,7 @@ pub fn clients(
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "50"),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+            ("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES),
         ])?
         .create_with_context(store::RestoreContext)?;
     Ok(LoopClients { consumer, producer, restorer })

@@ -110,7 +110,7 @@ fn a_correction_replaces_its_night_and_a_deletion_removes_it() {
     let corrected = decode(&corrected[0]);
     assert_eq!(corrected.event_id, judged_low.event_id, "the same record");
     assert_eq!(state(&baseline).day_value(day), Some(58f64.ln()));
-    assert_eq!(state(&baseline).days[&day].0.len(), 1, "one contribution for one record");
+    assert_eq!(state(&baseline).contributions_on(day).count(), 1, "one contribution for one record");
     assert!(
         corrected.triggers.iter().all(|t| t.trigger_type != baseline::HRV_BELOW_BASELINE),
         "the verdict follows the corrected value: {:?}",
@@ -125,5 +125,5 @@ fn a_correction_replaces_its_night_and_a_deletion_removes_it() {
     baseline::update_and_judge(&mut baseline, &deleted, &crate::topology::BaselineParams::default());
     assert_eq!(state(&baseline).day_value(day), None);
     assert_eq!(state(&baseline).day_value(day - 1), Some(60f64.ln()), "the other nights stay");
-    assert!(!state(&baseline).days.values().any(|d| d.0.iter().any(|(id, _)| *id == contribution_id(&corrected.event_id))));
+    assert!(!state(&baseline).contains(contribution_id(&corrected.event_id)));
 }
