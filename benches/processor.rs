@@ -1,5 +1,5 @@
 //! Processor benchmark (not a test): records/s and end-to-end latency of the exactly-once
-//! processor, stateless and stateful, side by side **in the same run** with a raw rdkafka
+//! processor, stateless, stateful and stateful as two instances, side by side **in the same run** with a raw rdkafka
 //! consume→produce pipe on the same broker (no transform, no transactions: the physical limit
 //! of this machine), plus the restore time of 100 000 users' baselines.
 //!
@@ -265,12 +265,12 @@ impl Drop for Processor {
     }
 }
 
-fn spawn_processor(topology_file: &Path, namespace: &str, log: &Path) -> Processor {
+fn spawn_processor(topology_file: &Path, namespace: &str, instance: &str, log: &Path) -> Processor {
     let binary = root().join("target/release/biometric-bridge");
     assert!(binary.exists(), "build the release binary first: cargo build --release");
     let log_file = std::fs::File::create(log).unwrap();
     let child = Command::new(binary)
-        .args(["process", "--instance-id", "bench", "--metrics-addr", "127.0.0.1:0", "--namespace", namespace, "--topology"])
+        .args(["process", "--instance-id", instance, "--metrics-addr", "127.0.0.1:0", "--namespace", namespace, "--topology"])
         .arg(topology_file)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -321,8 +321,9 @@ struct Row {
     records_per_sec: f64,
     p50: i64,
     p99: i64,
-    /// CPU time of the pipeline's process from its first output to its last, per record.
+    /// CPU time of the pipeline's processes from its first output to its last, per record.
     cpu_us_per_record: f64,
+    /// The largest peak RSS of its processes (per instance).
     peak_rss_mb: f64,
 }
 
@@ -333,19 +334,19 @@ fn measure(
     output: &str,
     records: usize,
     rate_per_sec: usize,
-    start: &mut dyn FnMut() -> u32,
+    start: &mut dyn FnMut() -> Vec<u32>,
     latency_of: fn(&rdkafka::message::BorrowedMessage) -> Option<i64>,
 ) -> Row {
     let payloads = Payloads::new();
     preload(input, records, &payloads);
     let throughput_reader = ready_reader(output, "earliest");
-    let pid = start();
+    let pids = start();
+    let ticks_of = || pids.iter().map(|pid| cpu_ticks(*pid)).sum::<u64>();
     // CPU from the first output on: start-up (registry, group join, restore) is not per record.
     let mut ticks_at_first = 0;
-    let (first, last, _) = collect_from_first(&throughput_reader, output, records, Duration::from_secs(600), |_| None, &mut || {
-        ticks_at_first = cpu_ticks(pid)
-    });
-    let ticks = cpu_ticks(pid) - ticks_at_first;
+    let (first, last, _) =
+        collect_from_first(&throughput_reader, output, records, Duration::from_secs(600), |_| None, &mut || ticks_at_first = ticks_of());
+    let ticks = ticks_of() - ticks_at_first;
     let throughput = rate(records, first, last);
     // The first record's own work is before the first sample: records - 1 were measured.
     let cpu_us_per_record = ticks as f64 / clock_ticks_per_sec() * 1e6 / (records.max(2) - 1) as f64;
@@ -371,7 +372,7 @@ fn measure(
     });
     let mut latencies: Vec<i64> = writer.2;
     latencies.sort_unstable();
-    let peak_rss_mb = peak_rss_mb(pid);
+    let peak_rss_mb = pids.iter().map(|pid| peak_rss_mb(*pid)).fold(0.0, f64::max);
     println!(
         "{name}: {throughput:.0} records/s, {cpu_us_per_record:.1} CPU-us per record, peak RSS {peak_rss_mb:.0} MB, latency p50 {} ms, p99 {} ms",
         percentile(&latencies, 0.5),
@@ -421,7 +422,7 @@ fn restore_time(users: usize, partitions: usize) -> (u64, usize, u128, f64) {
     let reader = ready_reader(&output, "earliest");
     let log = std::env::temp_dir().join(format!("{namespace}.log"));
     let started = Instant::now();
-    let processor = spawn_processor(&path, &namespace, &log);
+    let processor = spawn_processor(&path, &namespace, "bench", &log);
     let (_, _, _) = collect(&reader, &output, 1, Duration::from_secs(300), |_| None);
     let handover_ms = started.elapsed().as_millis();
     // Every user's state is in memory once the first record is processed.
@@ -491,27 +492,25 @@ fn main() {
             let child = spawn_raw_pipe(&pipe_in, &pipe_out);
             let pid = child.0.id();
             pipe = Some(child);
-            pid
+            vec![pid]
         },
         header_latency,
     ));
     drop(pipe);
 
-    // 2. and 3. The exactly-once processor, stateless and with its stores and changelogs.
-    for (name, text, label) in [
-        ("EOS processor, stateless (normalize, thresholds, route)", stateless_topology(), "stateless"),
-        (
-            "EOS processor, stateful (+ dedup and baseline stores, changelogs)",
-            std::fs::read_to_string(root().join("topologies/biometric.toml")).unwrap(),
-            "stateful",
-        ),
+    // 2. to 4. The exactly-once processor, stateless and with its stores and changelogs, and
+    // the latter as two instances in one group (each its own tasks and transactional producer).
+    let shipped = std::fs::read_to_string(root().join("topologies/biometric.toml")).unwrap();
+    for (name, text, label, instances) in [
+        ("EOS processor, stateless (normalize, thresholds, route)", stateless_topology(), "stateless", 1),
+        ("EOS processor, stateful (+ dedup and baseline stores, changelogs)", shipped.clone(), "stateful", 1),
+        ("EOS processor, stateful, 2 instances", shipped, "stateful2", 2),
     ] {
         let namespace = format!("bench-{label}-{run}");
         let (path, topology) = prepare(&text, &namespace, partitions);
         let input = topology.source_topics()[0].to_owned();
         let output = topology.route(biometric_bridge::event::Vendor::Terra).to_owned();
-        let log = std::env::temp_dir().join(format!("{namespace}.log"));
-        let mut processor = None;
+        let mut processors = Vec::new();
         rows.push(measure(
             name,
             &input,
@@ -519,14 +518,19 @@ fn main() {
             records,
             rate_per_sec,
             &mut || {
-                let child = spawn_processor(&path, &namespace, &log);
-                let pid = child.0.id();
-                processor = Some(child);
-                pid
+                (0..instances)
+                    .map(|instance| {
+                        let log = std::env::temp_dir().join(format!("{namespace}-{instance}.log"));
+                        let child = spawn_processor(&path, &namespace, &format!("bench-{instance}"), &log);
+                        let pid = child.0.id();
+                        processors.push(child);
+                        pid
+                    })
+                    .collect()
             },
             event_latency,
         ));
-        drop(processor);
+        drop(processors);
     }
 
     let (restore_ms, entries, handover_ms, restore_rss_mb) = restore_time(restore_users, partitions);
@@ -536,7 +540,7 @@ fn main() {
     let raw = rows[0].records_per_sec;
     println!();
     let raw_cpu = rows[0].cpu_us_per_record;
-    println!("| pipeline | records/s | vs raw pipe | CPU per record | vs raw pipe | peak RSS | latency p50 | latency p99 |");
+    println!("| pipeline | records/s | vs raw pipe | CPU per record | vs raw pipe | peak RSS per instance | latency p50 | latency p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!(

@@ -50,6 +50,14 @@ pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// refilled every 10 ms (`FETCH_QUEUE_BACKOFF_MS`). Overridable with `KAFKA_OPTIONS`.
 pub const QUEUED_MAX_MESSAGES_KBYTES: &str = "16384";
 
+/// librdkafka's `heartbeat.interval.ms` (default 3 000). A member learns of a rebalance from a
+/// heartbeat's answer, and a cooperative rebalance takes two rounds, so with 3 s a second
+/// instance joining waited 6 s before its tasks moved (`scripts/bench-processor`, 2 instances:
+/// assigned 3.0 s and 2.9 s apart in the logs). One heartbeat a second per consumer costs the
+/// coordinator nothing that matters. A third of the session timeout if that is shorter (as
+/// librdkafka advises). Overridable with `KAFKA_OPTIONS`.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+
 /// What distinguishes one loop from the other.
 pub struct LoopSpec {
     /// `tasks` or `rekey`: the thread's name and the logs' `loop` field.
@@ -78,6 +86,7 @@ pub fn clients(
     max_message_bytes: usize,
 ) -> anyhow::Result<LoopClients> {
     let (session_timeout, transaction_timeout) = (session_timeout_ms.to_string(), transaction_timeout_ms.to_string());
+    let heartbeat = HEARTBEAT_INTERVAL_MS.min(session_timeout_ms / 3).max(1).to_string();
     let consumer: BaseConsumer<RuntimeContext> = kafka
         .config_with(&[
             ("group.id", &spec.group),
@@ -89,6 +98,7 @@ pub fn clients(
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("session.timeout.ms", &session_timeout),
+            ("heartbeat.interval.ms", &heartbeat),
             ("statistics.interval.ms", "5000"),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES),
