@@ -67,7 +67,8 @@ async fn two_instances_share_the_tasks_and_hand_them_over_exactly_once() {
 
     produce(&producer, &raw, 2 * PER_ROUND).await;
     let a = helpers::spawn_processor(&topology, "scale-a", &session);
-    wait_for_tasks("the returning instance takes its share", &[(&a, 5), (&b, 5)], Duration::from_secs(60)).await;
+    let back = wait_for_tasks("the returning instance takes its share", &[(&a, 5), (&b, 5)], Duration::from_secs(60)).await;
+    eprintln!("the returning instance held its {} tasks {back:?} after it was started", PARTITIONS / 2);
     produce(&producer, &raw, 3 * PER_ROUND).await;
 
     let total = 4 * PER_ROUND;
