@@ -1,7 +1,8 @@
 //! Processor benchmark (not a test): records/s and end-to-end latency of the exactly-once
-//! processor, stateless, stateful and stateful as two instances, side by side **in the same run** with a raw rdkafka
-//! consume→produce pipe on the same broker (no transform, no transactions: the physical limit
-//! of this machine), plus the restore time of 100 000 users' baselines.
+//! processor, stateless, stateful and stateful as two instances, side by side **in the same
+//! run** with a raw rdkafka consume→produce pipe on the same broker (no transform, no
+//! transactions: the physical limit of this machine), plus the restore time of 100 000 users'
+//! baselines.
 //!
 //! Run with `scripts/bench-processor` (stack up, release build, then this). Knobs:
 //! BENCH_RECORDS (default 20 000), BENCH_PARTITIONS (4), BENCH_RATE (latency phase, records/s,

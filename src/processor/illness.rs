@@ -78,11 +78,7 @@ pub fn update_and_judge(
                     Some(state)
                 }
                 None => {
-                    if store.get(&key).is_some_and(|state| state.contains(id))
-                        && let Some(state) = store.get_mut(&key)
-                    {
-                        state.remove(id);
-                    }
+                    super::baseline::take_out(store, &key, id);
                     None
                 }
             }

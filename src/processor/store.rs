@@ -11,8 +11,8 @@ pub trait KeyValueStore<V> {
     fn put(&mut self, key: String, value: V);
     fn delete(&mut self, key: &str);
     /// The value of `key` to change in place, marked changed: no copy of it, which a `get` and a
-    /// `put` make (a baseline of 60 days is a tree of vectors). Only for a change that will be
-    /// made: a changed mark costs a changelog record.
+    /// `put` make (a baseline holds up to 67 days of contributions). Only for a change that will
+    /// be made: a changed mark costs a changelog record.
     fn get_mut(&mut self, key: &str) -> Option<&mut V>;
     /// As [`KeyValueStore::get_mut`], with the default value put first when there is none.
     fn get_or_default(&mut self, key: String) -> &mut V

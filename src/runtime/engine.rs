@@ -557,7 +557,7 @@ fn retry(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), TxnErro
 /// once. Nor does this wait in `poll(1 ms)` steps, as it did: rust-rdkafka's `poll(d)` keeps
 /// polling until `d` has passed, and once less than a millisecond is left it polls librdkafka
 /// with a zero timeout, so every report that arrived early turned the rest of the millisecond
-/// into a busy loop (`perf`: 30 % of the processor's CPU, in `clock_gettime`). A report is
+/// into a busy loop (`perf`: 30 % of the processor's samples, in `clock_gettime`). A report is
 /// served as soon as it is there; between reports the thread sleeps.
 fn wait_for_deliveries(producer: &TxProducer, timeout: Duration) {
     let deadline = Instant::now() + timeout;

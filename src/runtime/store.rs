@@ -31,7 +31,8 @@ pub struct ChangelogStore<V> {
     pub changelog_topic: String,
     pub partition: i32,
     /// Hashed with foldhash, not SipHash: a record looks up and marks several keys, and SipHash
-    /// and the ordered set of changed keys this had were 9 % of the processor's CPU (`perf`).
+    /// and the key comparisons of the ordered set of changed keys this had were large items of
+    /// the processor's profile (BENCHMARKS.md: 30.0 → 26.9 CPU-µs per record without them).
     /// foldhash is seeded per process, so the keys (vendors' user ids) cannot be chosen to collide.
     map: HashMap<String, V, foldhash::fast::RandomState>,
     /// Keys changed since the last drain (sorted then, so changelog writes are deterministic).
@@ -62,6 +63,13 @@ impl<V: Serialize + DeserializeOwned> ChangelogStore<V> {
             .collect()
     }
 
+    /// Remembers `key` for the next drain (its key copied only the first time).
+    fn mark_changed(&mut self, key: &str) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.to_owned());
+        }
+    }
+
     /// Applies one changelog record during restore (no new changelog write).
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         let key = String::from_utf8(key.to_vec()).map_err(|_| "changelog key is not UTF-8".to_owned())?;
@@ -84,31 +92,28 @@ impl<V: Serialize + DeserializeOwned> KeyValueStore<V> for ChangelogStore<V> {
     }
 
     fn put(&mut self, key: String, value: V) {
-        self.dirty.insert(key.clone());
+        self.mark_changed(&key);
         self.map.insert(key, value);
     }
 
     fn delete(&mut self, key: &str) {
         if self.map.remove(key).is_some() {
-            self.dirty.insert(key.to_owned());
+            self.mark_changed(key);
         }
     }
 
     fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        let value = self.map.get_mut(key)?;
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.to_owned());
+        if self.map.contains_key(key) {
+            self.mark_changed(key);
         }
-        Some(value)
+        self.map.get_mut(key)
     }
 
     fn get_or_default(&mut self, key: String) -> &mut V
     where
         V: Default,
     {
-        if !self.dirty.contains(&key) {
-            self.dirty.insert(key.clone());
-        }
+        self.mark_changed(&key);
         self.map.entry(key).or_default()
     }
 
