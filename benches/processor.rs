@@ -6,7 +6,10 @@
 //!
 //! Run with `scripts/bench-processor` (stack up, release build, then this). Knobs:
 //! BENCH_RECORDS (default 20 000), BENCH_PARTITIONS (4), BENCH_RATE (latency phase, records/s,
-//! default 500), BENCH_RESTORE_USERS (100 000).
+//! default 500), BENCH_RESTORE_USERS (100 000), BENCH_ROWS (the rows to run, comma-separated, of
+//! `raw,stateless,stateful,stateful-2t,stateful2,restore`; default all: the raw pipe always runs,
+//! as every other row is a share of it). `KAFKA_OPTIONS` reaches the processors (not the raw
+//! pipe), which is how client settings are compared: interleaved runs, one setting each.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +22,11 @@ use biometric_bridge::topology::Topology;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Whether BENCH_ROWS selects the row labelled `label`.
+fn row_selected(label: &str) -> bool {
+    std::env::var("BENCH_ROWS").map_or(true, |rows| rows.split(',').any(|row| row.trim() == label))
+}
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -266,7 +274,7 @@ impl Drop for Processor {
     }
 }
 
-fn spawn_processor(topology_file: &Path, namespace: &str, instance: &str, log: &Path) -> Processor {
+fn spawn_processor(topology_file: &Path, namespace: &str, instance: &str, threads: usize, log: &Path) -> Processor {
     let binary = root().join("target/release/biometric-bridge");
     assert!(binary.exists(), "build the release binary first: cargo build --release");
     let log_file = std::fs::File::create(log).unwrap();
@@ -274,6 +282,7 @@ fn spawn_processor(topology_file: &Path, namespace: &str, instance: &str, log: &
         .args(["process", "--instance-id", instance, "--metrics-addr", "127.0.0.1:0", "--namespace", namespace, "--topology"])
         .arg(topology_file)
         .env("RUST_LOG", "info")
+        .env("PROCESSOR_THREADS", threads.to_string())
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()
@@ -423,7 +432,7 @@ fn restore_time(users: usize, partitions: usize) -> (u64, usize, u128, f64) {
     let reader = ready_reader(&output, "earliest");
     let log = std::env::temp_dir().join(format!("{namespace}.log"));
     let started = Instant::now();
-    let processor = spawn_processor(&path, &namespace, "bench", &log);
+    let processor = spawn_processor(&path, &namespace, "bench", 1, &log);
     let (_, _, _) = collect(&reader, &output, 1, Duration::from_secs(300), |_| None);
     let handover_ms = started.elapsed().as_millis();
     // Every user's state is in memory once the first record is processed.
@@ -499,14 +508,19 @@ fn main() {
     ));
     drop(pipe);
 
-    // 2. to 4. The exactly-once processor, stateless and with its stores and changelogs, and
-    // the latter as two instances in one group (each its own tasks and transactional producer).
+    // 2. to 5. The exactly-once processor, stateless and with its stores and changelogs, and
+    // the latter with two stream threads and as two instances in one group (each thread and
+    // instance its own tasks and transactional producer).
     let shipped = std::fs::read_to_string(root().join("topologies/biometric.toml")).unwrap();
-    for (name, text, label, instances) in [
-        ("EOS processor, stateless (normalize, thresholds, route)", stateless_topology(), "stateless", 1),
-        ("EOS processor, stateful (+ dedup and baseline stores, changelogs)", shipped.clone(), "stateful", 1),
-        ("EOS processor, stateful, 2 instances", shipped, "stateful2", 2),
+    for (name, text, label, instances, threads) in [
+        ("EOS processor, stateless (normalize, thresholds, route)", stateless_topology(), "stateless", 1, 1),
+        ("EOS processor, stateful (+ dedup and baseline stores, changelogs)", shipped.clone(), "stateful", 1, 1),
+        ("EOS processor, stateful, 2 stream threads", shipped.clone(), "stateful-2t", 1, 2),
+        ("EOS processor, stateful, 2 instances", shipped, "stateful2", 2, 1),
     ] {
+        if !row_selected(label) {
+            continue;
+        }
         let namespace = format!("bench-{label}-{run}");
         let (path, topology) = prepare(&text, &namespace, partitions);
         let input = topology.source_topics()[0].to_owned();
@@ -522,7 +536,7 @@ fn main() {
                 (0..instances)
                     .map(|instance| {
                         let log = std::env::temp_dir().join(format!("{namespace}-{instance}.log"));
-                        let child = spawn_processor(&path, &namespace, &format!("bench-{instance}"), &log);
+                        let child = spawn_processor(&path, &namespace, &format!("bench-{instance}"), threads, &log);
                         let pid = child.0.id();
                         processors.push(child);
                         pid
@@ -534,9 +548,11 @@ fn main() {
         drop(processors);
     }
 
-    let (restore_ms, entries, handover_ms, restore_rss_mb) = restore_time(restore_users, partitions);
-    println!("restore: {entries} baselines in {restore_ms} ms; peak RSS of the instance holding them {restore_rss_mb:.0} MB");
-    println!("handover: a new instance on {entries} baselines processed its first record {handover_ms} ms after it was started");
+    let restore = row_selected("restore").then(|| restore_time(restore_users, partitions));
+    if let Some((restore_ms, entries, handover_ms, restore_rss_mb)) = restore {
+        println!("restore: {entries} baselines in {restore_ms} ms; peak RSS of the instance holding them {restore_rss_mb:.0} MB");
+        println!("handover: a new instance on {entries} baselines processed its first record {handover_ms} ms after it was started");
+    }
 
     let raw = rows[0].records_per_sec;
     println!();
@@ -556,8 +572,10 @@ fn main() {
             row.p99
         );
     }
-    println!();
-    println!(
-        "Restore of {entries} users' baselines (hrv-baseline changelog, {partitions} partitions): {restore_ms} ms; the instance's peak RSS {restore_rss_mb:.0} MB"
-    );
+    if let Some((restore_ms, entries, _, restore_rss_mb)) = restore {
+        println!();
+        println!(
+            "Restore of {entries} users' baselines (hrv-baseline changelog, {partitions} partitions): {restore_ms} ms; the instance's peak RSS {restore_rss_mb:.0} MB"
+        );
+    }
 }

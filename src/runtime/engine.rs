@@ -130,6 +130,8 @@ pub struct Engine {
     pub lag: super::lag::Lag,
     /// Opens sealed records (`DATA_ENCRYPTION_KEY`); without a key a sealed record is an outage.
     at_rest: crate::at_rest::BlockingReader,
+    /// This thread's part of the instance's gauges.
+    pub gauges: super::gauges::ThreadGauges,
 }
 
 impl Engine {
@@ -174,6 +176,7 @@ impl Engine {
             timers_at: Instant::now(),
             lag: super::lag::Lag::default(),
             at_rest: crate::at_rest::BlockingReader { keys: None, handle: tokio::runtime::Handle::current() },
+            gauges: Default::default(),
         }
     }
 
@@ -237,7 +240,7 @@ impl Engine {
         restore_tasks(&self.restorer, &mut tasks)?;
         self.tasks.extend(tasks.into_iter().map(|task| (task.partition, task)));
         self.publish_store_sizes();
-        crate::metrics::TASKS.set(self.tasks.len() as i64);
+        self.gauges.tasks(self.tasks.len());
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "Tasks assigned.");
         Ok(())
     }
@@ -258,7 +261,7 @@ impl Engine {
             }
         }
         self.publish_store_sizes();
-        crate::metrics::TASKS.set(self.tasks.len() as i64);
+        self.gauges.tasks(self.tasks.len());
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "Tasks revoked.");
     }
 
@@ -272,16 +275,14 @@ impl Engine {
         Ok(())
     }
 
-    fn publish_store_sizes(&self) {
+    fn publish_store_sizes(&mut self) {
         let mut totals: HashMap<&str, usize> = HashMap::new();
         for task in self.tasks.values() {
             for (name, size) in task.sizes() {
                 *totals.entry(name).or_default() += size;
             }
         }
-        for (name, size) in totals {
-            crate::metrics::STORE_ENTRIES.with_label_values(&[name]).set(size as i64);
-        }
+        self.gauges.store_entries(&totals);
     }
 
     fn begin_if_needed(&mut self) -> Result<(), TxnError> {

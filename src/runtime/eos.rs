@@ -113,9 +113,9 @@ pub fn run_loop(
 /// resumes the fetch partitions when too many fetched records wait to be written.
 fn pace_fetches(engine: &mut Engine, consumer: &BaseConsumer<RuntimeContext>) -> anyhow::Result<()> {
     let Some(fetch) = engine.fetch.as_mut() else { return Ok(()) };
-    crate::metrics::FETCH_PENDING.set(fetch.waiting() as i64);
+    engine.gauges.fetch_pending(fetch.waiting());
     let oldest = fetch.oldest_terra_pointer_ms().map_or(0, |at| (chrono::Utc::now().timestamp_millis() - at).max(0) / 1000);
-    crate::metrics::TERRA_OLDEST_POINTER_AGE.set(oldest);
+    engine.gauges.oldest_pointer_age(oldest);
     // `assignment()` is a round trip to librdkafka's main thread (a queued op and a condition
     // variable): asked on every turn, it cost 4/5 of the throughput (perf: pthread_cond_signal and
     // futex waits on top). Asked only when there is a pause or resume to check against it.

@@ -5,7 +5,9 @@
 //! - `context.rs`: rebalances (commit on revoke, abort when lost, co-assigned repartition
 //!   partitions, store restore on assign) and consumer-lag statistics;
 //! - `eos.rs`: the loop on its own thread, with outage pauses and shutdown;
-//! - `stream_loop.rs`: the two loops (tasks, re-key), each with its group, producer and thread;
+//! - `stream_loop.rs`: the loops (tasks, one per stream thread; re-key), each with its group
+//!   membership, producer and thread;
+//! - `gauges.rs`: each stream thread's share of the instance's gauges;
 //! - `lag.rs`: consumer lag from the committed offsets;
 //! - `task.rs` + `store.rs`: per-partition tasks and their changelog-backed stores;
 //! - `identities.rs`: blocking PostgreSQL identity lookups for the loop's thread;
@@ -15,6 +17,7 @@ mod context;
 mod engine;
 mod eos;
 mod fetching;
+mod gauges;
 mod identities;
 mod lag;
 mod sealed;
@@ -54,6 +57,15 @@ pub struct ProcessArgs {
     /// crashed predecessor at once; two live instances must not share one. Default: the host name.
     #[arg(long, env = "PROCESSOR_INSTANCE_ID")]
     pub instance_id: Option<String>,
+
+    /// Stream threads: each is its own member of the tasks' group, with its own consumer,
+    /// transactional producer (thread 0: `<application_id>-<instance id>`, as before threads
+    /// existed, so an upgrade fences the old producer; thread t: `…-<instance id>-<t>`), share of
+    /// the tasks and their stores. One thread's abort or fence never touches another's tasks.
+    /// Capped by the number of tasks (ingress partitions). The group balances tasks over threads,
+    /// not instances: see the README's "Stream threads" before raising it on several instances.
+    #[arg(long = "threads", env = "PROCESSOR_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
 
     /// Commit the open transaction at least this often, milliseconds.
     #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 100)]
@@ -156,6 +168,31 @@ fn default_instance_id() -> String {
         .unwrap_or_else(|| "0".to_owned())
 }
 
+/// `--threads`, capped by the number of tasks: a thread beyond them would hold nothing.
+async fn stream_threads(kafka: &KafkaArgs, requested: u16, task_topics: &[String]) -> usize {
+    let requested = usize::from(requested);
+    if requested == 1 {
+        return 1;
+    }
+    let (kafka, topic) = (kafka.clone(), task_topics.first().cloned().unwrap_or_default());
+    let partitions = tokio::task::spawn_blocking(move || stream_loop::partition_count(&kafka, &topic)).await;
+    match partitions {
+        Ok(Ok(partitions)) if partitions < requested => {
+            tracing::warn!(requested, tasks = partitions, "More stream threads than tasks: running one per task.");
+            partitions.max(1)
+        }
+        Ok(Ok(_)) => requested,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, requested, "Could not count the tasks; running the requested stream threads.");
+            requested
+        }
+        Err(error) => {
+            tracing::warn!(%error, requested, "Could not count the tasks; running the requested stream threads.");
+            requested
+        }
+    }
+}
+
 /// `biometric-bridge process`.
 pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topology = args.topology.load()?;
@@ -211,17 +248,21 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     readiness.set("waiting_for_redis");
     let fetch = crate::fetch::setup::fetch_setup(&args.oauth, &args.fetch, &args.redis, &pool, &shutdown).await?;
 
-    // Two loops, two groups (`stream_loop.rs` says why): the tasks' group subscribes to the
-    // ingress topic alone, so its balance is the tasks' balance; the re-key group reads the
-    // re-keyed sources (Terra's direct topic).
-    let tasks_spec = stream_loop::LoopSpec {
-        name: "tasks",
-        group: topology.application_id.clone(),
-        member: member_id.clone(),
-        topics: topology.task_source_topics().into_iter().map(str::to_owned).collect(),
-    };
+    // Two kinds of loop, two groups (`stream_loop.rs` says why): the tasks' group subscribes to
+    // the ingress topic alone, so its balance is the tasks' balance; the re-key group reads the
+    // re-keyed sources (Terra's direct topic). The tasks' loop runs once per stream thread.
+    let task_topics: Vec<String> = topology.task_source_topics().into_iter().map(str::to_owned).collect();
+    let threads = stream_threads(&args.kafka, args.threads, &task_topics).await;
+    let tasks_specs: Vec<stream_loop::LoopSpec> = (0..threads)
+        .map(|thread| stream_loop::LoopSpec {
+            name: if thread == 0 { "tasks".to_owned() } else { format!("tasks-{thread}") },
+            group: topology.application_id.clone(),
+            member: stream_loop::thread_member(&member_id, thread),
+            topics: task_topics.clone(),
+        })
+        .collect();
     let rekey_spec = stream_loop::LoopSpec {
-        name: "rekey",
+        name: "rekey".to_owned(),
         group: format!("{}-rekey", topology.application_id),
         member: format!("{member_id}-rekey"),
         topics: topology.rekey_source_topics().into_iter().map(str::to_owned).collect(),
@@ -236,13 +277,17 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
             PRODUCER_MAX_MESSAGE_BYTES,
         )
     };
-    let tasks_clients = build(&tasks_spec)?;
+    let tasks_clients = tasks_specs.iter().map(build).collect::<anyhow::Result<Vec<_>>>()?;
     let rekey_clients = if rekey_spec.topics.is_empty() { None } else { Some(build(&rekey_spec)?) };
 
     // Fences any earlier producer with these transactional ids and aborts their open transactions.
     readiness.set("initialising_transactions");
-    let tasks_producer = stream_loop::init_transactions(tasks_clients.producer, &shutdown).await?;
-    tracing::info!(transactional_id = %tasks_spec.member, "Transactions initialised.");
+    let mut tasks_loops = Vec::with_capacity(threads);
+    for (spec, clients) in tasks_specs.iter().zip(tasks_clients) {
+        let producer = stream_loop::init_transactions(clients.producer, &shutdown).await?;
+        tracing::info!(transactional_id = %spec.member, "Transactions initialised.");
+        tasks_loops.push((spec, clients.consumer, producer, clients.restorer));
+    }
     let rekey = match rekey_clients {
         Some(clients) => {
             let producer = stream_loop::init_transactions(clients.producer, &shutdown).await?;
@@ -252,16 +297,6 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         None => None,
     };
 
-    let stage = {
-        let topics = [topology.pending_fetch_topic.clone(), topology.fetch.retry_topic.clone()];
-        Some(fetching::FetchStage::new(
-            topics,
-            fetch.fetcher.clone(),
-            tokio::runtime::Handle::current(),
-            args.fetch_max_pending,
-            args.fetch_max_pending_bytes,
-        ))
-    };
     if let (Some(every), Some(oauth)) = (args.reconcile_every, fetch.oauth.as_ref()) {
         let reconciler = Reconciler::new(fetch.fetcher.clone(), oauth.store.clone(), pool.clone(), &args.kafka, topology.ingress_topic())?;
         let schedule = crate::fetch::reconcile::Schedule { every, window: args.reconcile_window };
@@ -288,19 +323,35 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     if data_keys.is_none() {
         tracing::warn!("DATA_ENCRYPTION_KEY is not set: a sealed record cannot be opened, and stops its partition until it is.");
     }
-    let tasks_engine = Engine::new(
-        tasks_producer,
-        Pipeline::new(topology.clone(), &schema_ids),
-        identities(),
-        tasks_clients.restorer,
-        cadence,
-        stage,
-        limits.clone(),
-    )
-    .with_data_keys(data_keys.clone());
-    let mut loops = vec![stream_loop::spawn(&tasks_spec, tasks_clients.consumer, tasks_engine, &shutdown)?];
+    // Each thread has its own fetch stage: a fetch-stage partition belongs to the thread whose
+    // task it is, and its writes go through that thread's transaction.
+    let stage = || {
+        let topics = [topology.pending_fetch_topic.clone(), topology.fetch.retry_topic.clone()];
+        fetching::FetchStage::new(
+            topics,
+            fetch.fetcher.clone(),
+            tokio::runtime::Handle::current(),
+            args.fetch_max_pending,
+            args.fetch_max_pending_bytes,
+        )
+    };
+    let mut loops = Vec::new();
+    for (spec, consumer, producer, restorer) in tasks_loops {
+        let engine = Engine::new(
+            producer,
+            Pipeline::new(topology.clone(), &schema_ids),
+            identities(),
+            restorer,
+            cadence,
+            Some(stage()),
+            limits.clone(),
+        )
+        .with_data_keys(data_keys.clone());
+        loops.push(stream_loop::spawn(spec, consumer, engine, &shutdown)?);
+    }
     if let Some((consumer, producer, restorer)) = rekey {
-        let (kafka, from, to, topics) = (args.kafka.clone(), tasks_spec.group.clone(), rekey_spec.group.clone(), rekey_spec.topics.clone());
+        let (kafka, from, to, topics) =
+            (args.kafka.clone(), topology.application_id.clone(), rekey_spec.group.clone(), rekey_spec.topics.clone());
         tokio::task::spawn_blocking(move || stream_loop::carry_over_offsets(&kafka, &from, &to, &topics)).await??;
         let engine = Engine::new(producer, Pipeline::new(topology.clone(), &schema_ids), identities(), restorer, cadence, None, limits)
             .with_data_keys(data_keys);

@@ -1,9 +1,10 @@
 //! One exactly-once loop: its consumer group membership, its transactional producer, its engine
-//! and the OS thread that runs it. A processor runs two:
+//! and the OS thread that runs it. A processor runs two kinds:
 //!
-//! - **tasks**: the group `<application_id>` subscribed to the ingress topic alone; partition p
-//!   is task p, assigned with its co-partitions (repartition, pending-fetch and fetch-retry p) and
-//!   its stores.
+//! - **tasks**, once per stream thread (`PROCESSOR_THREADS`): the group `<application_id>`
+//!   subscribed to the ingress topic alone; partition p is task p, assigned with its
+//!   co-partitions (repartition, pending-fetch and fetch-retry p) and its stores. Each thread is
+//!   its own member with its own producer (`thread_member`).
 //! - **rekey**: the group `<application_id>-rekey` subscribed to the sources that are re-keyed
 //!   (Terra's direct topic): stateless, it writes each record to the repartition topic, keyed by
 //!   user, where task p reads it.
@@ -13,8 +14,8 @@
 //! instances all ten `raw-webhooks` partitions — every task and store — and the other all of
 //! `terra-direct`, in 4 of 5 runs (ARCHITECTURE.md, "Balanced tasks"). Subscribed alone, the
 //! ingress topic's partitions *are* the tasks, and the assignor's balance is the tasks' balance.
-//! Each loop has its own transactional id (`<member>` and `<member>-rekey`), so a restart fences
-//! both of its predecessors, and one loop's abort never touches the other's records.
+//! Each loop has its own transactional id (`<member>`, `<member>-<t>` and `<member>-rekey`), so a
+//! restart fences all of its predecessors, and one loop's abort never touches another's records.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,8 +61,9 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
 
 /// What distinguishes one loop from the other.
 pub struct LoopSpec {
-    /// `tasks` or `rekey`: the thread's name and the logs' `loop` field.
-    pub name: &'static str,
+    /// `tasks` (`tasks-<t>` for stream thread t > 0) or `rekey`: the thread's name and the logs'
+    /// `loop` field.
+    pub name: String,
     pub group: String,
     /// Static membership id and transactional id.
     pub member: String,
@@ -165,19 +167,37 @@ pub fn spawn(
     *shared.lock().expect("engine lock") = Some(engine);
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    tracing::info!(r#loop = spec.name, group = %spec.group, topics = ?spec.topics, "Subscribed.");
+    tracing::info!(r#loop = %spec.name, group = %spec.group, topics = ?spec.topics, "Subscribed.");
     let shutdown = shutdown.clone();
-    let name = spec.name;
+    let name = spec.name.clone();
     Ok(std::thread::Builder::new().name(format!("eos-{name}")).spawn(move || {
+        // Every line of the loop, its rebalance callbacks included (they run inside its poll),
+        // says which loop it is: with several stream threads, "Tasks assigned" needs an owner.
+        let span = tracing::info_span!("stream", r#loop = %name);
+        let _entered = span.enter();
         let result = super::eos::run_loop(&consumer, &shared, &shutdown);
         // The error itself is the process's, printed once by main.
         if result.is_err() {
-            tracing::warn!(r#loop = name, "A transaction loop stopped with an error; stopping the other.");
+            tracing::warn!(r#loop = %name, "A transaction loop stopped with an error; stopping the others.");
         }
         shutdown.cancel();
         drop(consumer);
         result
     })?)
+}
+
+/// Stream thread `thread`'s static member and transactional id. Thread 0 keeps the id of the
+/// single loop of earlier versions, so that an upgrade's first start fences that producer and
+/// aborts its open transaction at once instead of after `transaction.timeout.ms`.
+pub fn thread_member(instance_member: &str, thread: usize) -> String {
+    if thread == 0 { instance_member.to_owned() } else { format!("{instance_member}-{thread}") }
+}
+
+/// The partitions of `topic`: the number of tasks.
+pub fn partition_count(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<usize> {
+    let probe: BaseConsumer<DefaultConsumerContext> = kafka.config_with(&[("enable.auto.commit", "false")])?.create()?;
+    let metadata = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata.topics().iter().map(|t| t.partitions().len()).sum())
 }
 
 /// Where the re-key group starts the first time it exists: at the offsets the single group of

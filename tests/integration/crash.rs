@@ -108,6 +108,27 @@ fn count_records(topic: &str, timeout: Duration, minimum: usize) -> Vec<(String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    crash_run(&["crash"], 1).await;
+}
+
+/// The same with two stream threads: two transactional producers in one process, each
+/// committing its own tasks' offsets, killed together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_two_stream_threads_loses_and_duplicates_nothing() {
+    crash_run(&["crash-threads"], 2).await;
+}
+
+/// Two instances of two threads each, one of them killed at each round (in turn): its tasks
+/// move to the survivor's threads and back, while the other keeps committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_among_two_instances_of_two_threads_loses_and_duplicates_nothing() {
+    crash_run(&["crash-a", "crash-b"], 2).await;
+}
+
+/// Preloads the records, runs `instances` (each with `threads` stream threads), SIGKILLs one of
+/// them `KILLS` times at random moments (restarted at once with its id), and checks every input
+/// came out exactly once.
+async fn crash_run(instances: &[&str], threads: usize) {
     let topology = TestTopology::create_with(4, helpers::without_dedup_store).await;
     assert!(topology.topology.dedup.is_none(), "the crash test runs without the dedup store");
     let raw = topology.topic("raw-webhooks");
@@ -139,17 +160,23 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         delivery.await.unwrap().unwrap();
     }
 
-    // Kill the processor at random moments, restart it with the same instance id each time.
+    // Kill a processor at random moments, restart it with the same instance id each time. A
+    // short session lets a killed instance's tasks move to the survivor (with several
+    // instances) before it comes back.
+    let threads = threads.to_string();
+    let env = [("PROCESSOR_THREADS", threads.as_str()), ("SESSION_TIMEOUT_MS", "6000")];
+    let mut processors: Vec<_> = instances.iter().map(|id| helpers::spawn_processor(&topology, id, &env)).collect();
     let mut kills = 0;
-    let mut processor = helpers::spawn_processor(&topology, "crash", &[]);
     while kills < KILLS {
         let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 12; // 0..3 s
         tokio::time::sleep(Duration::from_millis(1_500 + jitter)).await;
-        processor.child.kill().unwrap(); // SIGKILL
-        processor.child.wait().unwrap();
+        let victim = kills % processors.len();
+        processors[victim].child.kill().unwrap(); // SIGKILL
+        processors[victim].child.wait().unwrap();
         kills += 1;
-        processor = helpers::spawn_processor(&topology, "crash", &[]);
+        processors[victim] = helpers::spawn_processor(&topology, instances[victim], &env);
     }
+    let tails = || processors.iter().map(|p| p.log_tail()).collect::<Vec<_>>().join("\n----\n");
 
     let counts = count_event_ids(&topology.topic("terra-biometric-events"), expected.len(), Duration::from_secs(240));
     let missing: Vec<&String> = expected.iter().filter(|id| !counts.contains_key(*id)).collect();
@@ -157,11 +184,12 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let unexpected = counts.keys().filter(|id| !expected.contains(id)).count();
     assert!(
         missing.is_empty() && duplicated.is_empty() && unexpected == 0,
-        "after {kills} SIGKILLs: {} missing, {} duplicated, {unexpected} unexpected of {} (processor log tail:\n{})",
+        "{} instance(s) x {threads} thread(s), after {kills} SIGKILLs: {} missing, {} duplicated, {unexpected} unexpected of {} (processor log tails:\n{})",
+        instances.len(),
         missing.len(),
         duplicated.len(),
         expected.len(),
-        processor.log_tail()
+        tails()
     );
 
     // Poison pills went to the DLQ once each, and processing went on past them.
@@ -170,5 +198,5 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     unique.sort();
     unique.dedup();
     assert_eq!((dead.len(), unique.len()), (poison, poison), "each poison pill dead-lettered exactly once");
-    drop(processor);
+    drop(processors);
 }

@@ -33,15 +33,26 @@ async fn produce(topic: &str, from: usize, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_is_fenced_and_exits_non_zero_while_nothing_is_lost_or_doubled() {
+    zombie_run("same-id", &[]).await;
+}
+
+/// With two stream threads each thread's producer has its own transactional id: the new
+/// instance's threads fence the old one's, and the zombie still exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_with_two_stream_threads_is_fenced_and_nothing_is_lost_or_doubled() {
+    zombie_run("same-id-threads", &[("PROCESSOR_THREADS", "2")]).await;
+}
+
+async fn zombie_run(instance: &str, env: &[(&str, &str)]) {
     let topology = TestTopology::create(2).await;
     let raw = topology.topic("raw-webhooks");
     let out = topology.topic("terra-biometric-events");
 
     produce(&raw, 0, 200).await;
-    let mut old = helpers::spawn_processor(&topology, "same-id", &[]);
+    let mut old = helpers::spawn_processor(&topology, instance, env);
     assert_eq!(helpers::read_events(std::slice::from_ref(&out), 200, Duration::from_secs(60)).await.len(), 200, "{}", old.log_tail());
 
-    let new = helpers::spawn_processor(&topology, "same-id", &[]);
+    let new = helpers::spawn_processor(&topology, instance, env);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = old.child.try_wait().unwrap() {
