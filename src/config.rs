@@ -88,7 +88,8 @@ impl KafkaArgs {
             config.set(*key, *value);
         }
         self.security.apply(&mut config, crate::secret::load_secret)?;
-        for (key, value) in &self.kafka_options {
+        // An empty key is a blank entry (`KAFKA_OPTIONS=` or a trailing `;`): nothing to set.
+        for (key, value) in self.kafka_options.iter().filter(|(key, _)| !key.is_empty()) {
             config.set(key, value);
         }
         Ok(config)
@@ -143,6 +144,11 @@ impl KafkaSecurityArgs {
 }
 
 fn parse_kafka_option(raw: &str) -> Result<(String, String), String> {
+    // A deployment that sets the variable empty (`KAFKA_OPTIONS=`, a compose default) or ends the
+    // list with `;` means no option there, not a malformed one.
+    if raw.trim().is_empty() {
+        return Ok((String::new(), String::new()));
+    }
     let (key, value) = parse_key_value(raw)?;
     if let Some((_, why)) = PROTECTED_OPTIONS.iter().find(|(protected, _)| protected.eq_ignore_ascii_case(&key)) {
         return Err(format!("{key} cannot be set in KAFKA_OPTIONS: {why}"));
@@ -355,6 +361,15 @@ mod tests {
             assert!(!error.contains("hunter2"), "never echo the value: {error}");
         }
         assert_eq!(parse_kafka_option("socket.keepalive.enable=true").unwrap().0, "socket.keepalive.enable");
+    }
+
+    #[test]
+    fn a_blank_kafka_option_sets_nothing() {
+        assert_eq!(parse_kafka_option("  ").unwrap(), (String::new(), String::new()));
+        let args = KafkaArgs { kafka_options: vec![(String::new(), String::new())], ..KafkaArgs::plaintext("b:9092") };
+        let config = args.config_with(&[]).unwrap();
+        assert!(!config.config_map().contains_key(""), "no empty property: {:?}", config.config_map());
+        assert!(parse_kafka_option("=x").is_err(), "a value without a key is still refused");
     }
 
     fn secrets(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Result<Option<Secret>, crate::secret::SecretError> {
