@@ -102,12 +102,13 @@ pub struct ProcessArgs {
     pub redis: RedisArgs,
 
     /// Fetch-stage records in progress at once (fetching, or fetched and waiting to be
-    /// written); beyond it the fetch partitions pause until half are written.
+    /// written); beyond it the fetch partitions pause until half are written. The instance's
+    /// bound: each stream thread gets its share.
     #[arg(long, env = "FETCH_MAX_PENDING", default_value_t = 256)]
     pub fetch_max_pending: usize,
 
     /// Bytes of fetched bodies (Terra payloads) waiting to be written before the fetch
-    /// partitions pause.
+    /// partitions pause (the instance's bound, shared out among the stream threads).
     #[arg(long, env = "FETCH_MAX_PENDING_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub fetch_max_pending_bytes: usize,
 
@@ -324,15 +325,16 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         tracing::warn!("DATA_ENCRYPTION_KEY is not set: a sealed record cannot be opened, and stops its partition until it is.");
     }
     // Each thread has its own fetch stage: a fetch-stage partition belongs to the thread whose
-    // task it is, and its writes go through that thread's transaction.
+    // task it is, and its writes go through that thread's transaction. The bounds are the
+    // instance's, shared out, so more threads never hold more fetched bodies in memory.
     let stage = || {
         let topics = [topology.pending_fetch_topic.clone(), topology.fetch.retry_topic.clone()];
         fetching::FetchStage::new(
             topics,
             fetch.fetcher.clone(),
             tokio::runtime::Handle::current(),
-            args.fetch_max_pending,
-            args.fetch_max_pending_bytes,
+            args.fetch_max_pending.div_ceil(threads),
+            args.fetch_max_pending_bytes.div_ceil(threads),
         )
     };
     let mut loops = Vec::new();
