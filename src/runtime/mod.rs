@@ -176,17 +176,13 @@ async fn stream_threads(kafka: &KafkaArgs, requested: u16, task_topics: &[String
         return 1;
     }
     let (kafka, topic) = (kafka.clone(), task_topics.first().cloned().unwrap_or_default());
-    let partitions = tokio::task::spawn_blocking(move || stream_loop::partition_count(&kafka, &topic)).await;
-    match partitions {
-        Ok(Ok(partitions)) if partitions < requested => {
+    let counted = tokio::task::spawn_blocking(move || stream_loop::partition_count(&kafka, &topic)).await;
+    match counted.map_err(anyhow::Error::from).and_then(|partitions| partitions) {
+        Ok(partitions) if partitions < requested => {
             tracing::warn!(requested, tasks = partitions, "More stream threads than tasks: running one per task.");
             partitions.max(1)
         }
-        Ok(Ok(_)) => requested,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, requested, "Could not count the tasks; running the requested stream threads.");
-            requested
-        }
+        Ok(_) => requested,
         Err(error) => {
             tracing::warn!(%error, requested, "Could not count the tasks; running the requested stream threads.");
             requested
