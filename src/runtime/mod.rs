@@ -169,24 +169,17 @@ fn default_instance_id() -> String {
         .unwrap_or_else(|| "0".to_owned())
 }
 
-/// `--threads`, capped by the number of tasks: a thread beyond them would hold nothing.
-async fn stream_threads(kafka: &KafkaArgs, requested: u16, task_topics: &[String]) -> usize {
+/// `--threads`, capped by the number of tasks (the ingress topic's partitions, as the topology
+/// declares them and `topics create` holds the broker to): a thread beyond them would hold nothing.
+fn stream_threads(topology: &crate::topology::Topology, requested: u16) -> usize {
     let requested = usize::from(requested);
-    if requested == 1 {
-        return 1;
-    }
-    let (kafka, topic) = (kafka.clone(), task_topics.first().cloned().unwrap_or_default());
-    let counted = tokio::task::spawn_blocking(move || stream_loop::partition_count(&kafka, &topic)).await;
-    match counted.map_err(anyhow::Error::from).and_then(|partitions| partitions) {
-        Ok(partitions) if partitions < requested => {
-            tracing::warn!(requested, tasks = partitions, "More stream threads than tasks: running one per task.");
-            partitions.max(1)
+    let tasks = topology.topic(topology.ingress_topic()).map(|spec| usize::try_from(spec.partitions).unwrap_or(0).max(1));
+    match tasks {
+        Some(tasks) if tasks < requested => {
+            tracing::warn!(requested, tasks, "More stream threads than tasks: running one per task.");
+            tasks
         }
-        Ok(_) => requested,
-        Err(error) => {
-            tracing::warn!(%error, requested, "Could not count the tasks; running the requested stream threads.");
-            requested
-        }
+        _ => requested,
     }
 }
 
@@ -249,7 +242,7 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
     // the ingress topic alone, so its balance is the tasks' balance; the re-key group reads the
     // re-keyed sources (Terra's direct topic). The tasks' loop runs once per stream thread.
     let task_topics: Vec<String> = topology.task_source_topics().into_iter().map(str::to_owned).collect();
-    let threads = stream_threads(&args.kafka, args.threads, &task_topics).await;
+    let threads = stream_threads(&topology, args.threads);
     let tasks_specs: Vec<stream_loop::LoopSpec> = (0..threads)
         .map(|thread| stream_loop::LoopSpec {
             name: if thread == 0 { "tasks".to_owned() } else { format!("tasks-{thread}") },
@@ -372,4 +365,16 @@ pub async fn run(args: ProcessArgs, shutdown: CancellationToken) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_threads_are_capped_by_the_tasks() {
+        let topology = crate::topology::Topology::parse(include_str!("../../topologies/biometric.toml"), "biometric.toml").unwrap();
+        let tasks = topology.topic(topology.ingress_topic()).unwrap().partitions as usize;
+        assert_eq!(super::stream_threads(&topology, 1), 1);
+        assert_eq!(super::stream_threads(&topology, 2), 2);
+        assert_eq!(super::stream_threads(&topology, (tasks + 5) as u16), tasks);
+    }
 }

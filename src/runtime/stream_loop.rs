@@ -195,13 +195,6 @@ pub fn thread_member(instance_member: &str, thread: usize) -> String {
     if thread == 0 { instance_member.to_owned() } else { format!("{instance_member}-{thread}") }
 }
 
-/// The partitions of `topic`: the number of tasks.
-pub fn partition_count(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<usize> {
-    let probe: BaseConsumer<DefaultConsumerContext> = kafka.config_with(&[("enable.auto.commit", "false")])?.create()?;
-    let metadata = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(metadata.topics().iter().map(|t| t.partitions().len()).sum())
-}
-
 /// Where the re-key group starts the first time it exists: at the offsets the single group of
 /// earlier versions committed for the same topics, so an upgrade neither re-reads Terra's retained
 /// pointers nor skips any. A no-op once the re-key group has offsets of its own (or when there is
